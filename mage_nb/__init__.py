@@ -1,0 +1,50 @@
+"""mage_nb: dynamic data pipelines inside Jupyter.
+
+Tag notebook cells as blocks; a ``--dynamic`` block's list output fans out into one instance
+of every downstream block per item; ``--reduce`` folds a fan-out back. Run the notebook in
+the kernel, or headless with ``mage-nb run`` / ``run_notebook``.
+"""
+
+from __future__ import annotations
+
+from .engine import (
+    BlockRun,
+    Context,
+    Fanout,
+    Item,
+    PipelineError,
+    PipelineRun,
+    RunListener,
+    SyncExecutor,
+    ThreadExecutor,
+    custom,
+    data_exporter,
+    data_loader,
+    exporter,
+    loader,
+    test,
+    transformer,
+)
+from .runner import run_notebook
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlockRun",
+    "Context",
+    "Fanout",
+    "Item",
+    "PipelineError",
+    "PipelineRun",
+    "RunListener",
+    "SyncExecutor",
+    "ThreadExecutor",
+    "custom",
+    "data_exporter",
+    "data_loader",
+    "exporter",
+    "loader",
+    "run_notebook",
+    "test",
+    "transformer",
+]

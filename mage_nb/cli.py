@@ -1,0 +1,129 @@
+"""``mage-nb``: run a notebook's pipeline headless (``run``); ``export`` and ``graph`` follow.
+
+Exit status: 0 every instance completed; 1 some instance failed or the run was cancelled
+(the rest still ran, the record is still written); 2 the notebook or command is invalid and
+nothing ran. Progress goes to stderr, the summary to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .engine.errors import PipelineError
+from .engine.events import RunListener
+from .engine.instance import COMPLETED
+from .engine.record import PipelineRun
+from .runner import run_notebook
+from .summary import format_summary
+
+
+class ProgressBar(RunListener):
+    """A tqdm bar on stderr whose total grows as fan-outs create instances."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.total = 0
+        self.done = 0
+        self.failed = 0
+        self.bar: Any = None
+        self._next = 0.0
+
+    def run_started(self, *, run: PipelineRun) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=0, unit=" inst", desc=f"run {run.run_id}", file=sys.stderr, leave=True)
+
+    def instance_created(self, *, run: PipelineRun, instance: Any) -> None:
+        self.total += 1
+
+    def instance_finished(self, *, run: PipelineRun, instance: Any) -> None:
+        self.done += 1
+        if instance.status != COMPLETED:
+            self.failed += 1
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.interval
+            self._refresh()
+
+    def _refresh(self) -> None:
+        if self.bar is None:
+            return
+        self.bar.total = self.total
+        self.bar.n = self.done
+        if self.failed:
+            self.bar.set_postfix_str(f"{self.failed} not completed", refresh=False)
+        self.bar.refresh()
+
+    def run_finished(self, *, run: PipelineRun) -> None:
+        self._refresh()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _params(pairs: Sequence[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise PipelineError(f"--param expects KEY=VALUE, got {pair!r}")
+        params[key.strip()] = value
+    return params
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mage-nb", description="Dynamic data pipelines from Jupyter notebooks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a notebook's blocks headless")
+    run.add_argument("notebook")
+    run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a run parameter (repeatable)")
+    run.add_argument("--json", metavar="PATH", help="write the run record as JSON")
+    run.add_argument("--executor", choices=("threads", "processes", "dask", "sync"), default="threads")
+    run.add_argument("--address", metavar="DASK_SCHEDULER", help="a Dask scheduler (with --executor dask)")
+    run.add_argument("--max-workers", type=int, metavar="N", help="worker threads (default min(32, CPUs + 4))")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    for name in ("export", "graph"):
+        later = sub.add_parser(name, help=f"{name} (not available in this version yet)")
+        later.add_argument("args", nargs="*")
+    return parser
+
+
+def _depths(path: str) -> dict[str, int]:
+    from .engine.dag import Pipeline
+    from .notebook import load_notebook
+
+    pipeline = Pipeline(load_notebook(path).specs)
+    return {b.name: len(b.scope) for b in pipeline}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command != "run":
+        print(f"mage-nb {args.command}: not available in this version yet", file=sys.stderr)
+        return 2
+    if args.max_workers is not None and args.max_workers < 1:
+        print("mage-nb: error: --max-workers must be at least 1", file=sys.stderr)
+        return 2
+    listeners: list[RunListener] = [] if args.no_progress else [ProgressBar()]
+    try:
+        record = run_notebook(
+            args.notebook,
+            params=_params(args.param),
+            executor=args.executor,
+            max_workers=args.max_workers,
+            listeners=listeners,
+        )
+    except PipelineError as exc:
+        print(f"mage-nb: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        record.write_json(args.json)
+    print(format_summary(record, _depths(args.notebook)))
+    return 0 if record.status == COMPLETED else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

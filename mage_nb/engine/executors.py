@@ -1,0 +1,114 @@
+"""Where instances run. The scheduler hands an executor *batches* of instances.
+
+The interface is one method, ``submit(fn, batch, done)``: run ``fn(batch)`` somewhere and
+call ``done(result)`` (from any thread) when it returns. The scheduler batches tiny instances
+itself, so an executor pays its own per-task cost once per batch, not once per instance.
+
+``SyncExecutor`` runs each batch inline: deterministic, for tests and debugging.
+``ThreadExecutor`` is the default: a fixed set of worker threads pulling from one queue (no
+thread per instance, no ``Future`` per instance). A worker stuck past an instance's timeout
+is written off and replaced, so the pool keeps its size; the stuck thread retires when its
+call finally returns.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+def default_workers() -> int:
+    """Like ``ThreadPoolExecutor``'s default: min(32, CPUs + 4)."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+class Executor(Protocol):
+    #: How many batches can run at once; the scheduler sizes batches from it.
+    workers: int
+
+    def submit(self, fn: Callable[[Any], Any], batch: Any, done: Callable[[Any], None]) -> None: ...
+
+    def replace_stuck_worker(self) -> None:
+        """A worker is stuck in a timed-out call: keep the pool's capacity."""
+
+    def close(self, *, wait: bool = True) -> None: ...
+
+
+class SyncExecutor:
+    """Runs every batch in the calling thread, one at a time."""
+
+    workers = 1
+
+    def submit(self, fn: Callable[[Any], Any], batch: Any, done: Callable[[Any], None]) -> None:
+        done(fn(batch))
+
+    def replace_stuck_worker(self) -> None:
+        pass
+
+    def close(self, *, wait: bool = True) -> None:
+        pass
+
+
+_STOP = object()
+
+
+class ThreadExecutor:
+    """A pool of daemon worker threads fed from one queue."""
+
+    def __init__(self, max_workers: int | None = None):
+        self.workers = max_workers or default_workers()
+        if self.workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._retire = 0
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._replaced = False
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._work, name=f"mage_nb-worker-{len(self._threads)}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        get = self._tasks.get
+        while True:
+            task = get()
+            if task is _STOP:
+                return
+            fn, batch, done = task
+            done(fn(batch))
+            if self._retire:
+                with self._lock:
+                    if self._retire:
+                        self._retire -= 1
+                        return
+
+    def submit(self, fn: Callable[[Any], Any], batch: Any, done: Callable[[Any], None]) -> None:
+        if self._closed:
+            raise RuntimeError("executor is closed")
+        if len(self._threads) < self.workers:
+            # Start threads as work arrives, so a run of three blocks starts three threads.
+            self._start_thread()
+        self._tasks.put((fn, batch, done))
+
+    def replace_stuck_worker(self) -> None:
+        with self._lock:
+            self._retire += 1
+            self._replaced = True
+        self._start_thread()
+
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the workers once they are idle; ``wait`` joins those that are not stuck."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._tasks.put(_STOP)
+        if wait and not self._replaced:
+            for thread in self._threads:
+                thread.join()

@@ -1,0 +1,662 @@
+"""The scheduler: expands blocks into instances as data arrives and runs them.
+
+Policy, in short:
+
+* **Event-driven, no level barrier.** An instance is created the moment every one of its
+  inputs exists, and is ready at once. Ready instances of *deeper* blocks are dispatched
+  first, so a grandchild of item 1 can finish before the child of item 3 starts and finished
+  work flows out instead of piling up.
+* **Expansion is a join on lineage.** What a finished instance hands down is a *row*: its
+  key (one item index per fan-out in its scope), the fan-outs those indices point into, its
+  value and its status. A dynamic instance hands down one row per item. A block's instances
+  are the natural join of its upstreams' rows on the fan-outs they share (``dag`` explains
+  scopes), so zip, product and nesting are the same code.
+* **Failures are rows too.** A failed instance hands down a failed row; whatever joins it is
+  ``upstream_failed`` at once. A failed dynamic instance hands down one row with the FAILED
+  marker in place of an item index, which makes one placeholder per block below it. An empty
+  fan-out hands down one *ghost* row (EMPTY marker) that creates nothing but lets a reduce
+  below know its group is empty, so empty fan-outs finish at once.
+* **Reduce** collects the rows of one closed fan-out (same key but the last index); a group
+  is complete when it holds as many rows as the fan-out had items.
+* **Batches.** Ready instances of one block go to the executor in batches sized so a batch
+  takes a few milliseconds, which keeps the per-instance cost of tiny instances low while
+  slow instances still spread over every worker.
+* **Determinism.** Instances are ordered by key wherever order is visible (reduce lists,
+  the record), whatever order they finish in.
+
+All bookkeeping happens on the scheduler's thread; workers only run instances and post
+their results to one queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import time
+import uuid as _uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .code import CompiledBody, compile_body
+from .dag import Block, Pipeline
+from .errors import FanoutError, PipelineError
+from .events import EventHub, RunListener
+from .executors import Executor, ThreadExecutor
+from .fanout import EMPTY, FAILED, FanoutRecord, Items, make_suffixes, normalise
+from .instance import (
+    CANCELLED,
+    COMPLETED,
+    PENDING,
+    RUNNING,
+    UPSTREAM_FAILED,
+    BlockRun,
+    Context,
+    ErrorInfo,
+)
+from .instance import FAILED as FAILED_STATUS
+from .record import PipelineRun
+from .reduce import Reducer, reduce_all, resolve_strategy
+
+# Row states.
+ROW_OK, ROW_FAILED, ROW_GHOST = 0, 1, 2
+# Queue messages.
+_DONE, _STARTED, _WAKE = 0, 1, 2
+# Timer kinds.
+_RETRY, _DEADLINE = 0, 1
+_TARGET_BATCH_SECONDS = 0.004
+_MAX_BATCH = 512
+
+
+class Row:
+    """What one finished instance (or one item of a fan-out) hands down."""
+
+    __slots__ = ("fanouts", "key", "origin", "state", "value")
+
+    def __init__(self, key: tuple[int, ...], fanouts: tuple[FanoutRecord, ...], value: Any, origin: Any, state: int):
+        self.key = key
+        self.fanouts = fanouts
+        self.value = value
+        self.origin = origin
+        self.state = state
+
+
+class GroupResult:
+    """The closing of one fan-out by a reduce: what the consumer was reduced from."""
+
+    __slots__ = ("cause", "error", "failed_uuids", "ok", "reduced_from", "uuid")
+
+    def __init__(
+        self,
+        uuid: str,
+        reduced_from: list[str],
+        failed_uuids: list[str],
+        error: ErrorInfo | None = None,
+        cause: BlockRun | None = None,
+    ):
+        self.ok = error is None and cause is None
+        self.uuid = uuid
+        self.reduced_from = reduced_from
+        self.failed_uuids = failed_uuids
+        self.error = error
+        self.cause = cause
+
+
+class _Group:
+    __slots__ = ("expected", "fanouts", "members")
+
+    def __init__(self, expected: int, fanouts: tuple[FanoutRecord, ...]):
+        self.expected = expected
+        self.fanouts = fanouts
+        self.members: list[tuple[int, int, Any, Any]] = []
+
+
+class BlockState:
+    """A block during one run: its compiled body, its instances and its queues."""
+
+    def __init__(self, block: Block, body: CompiledBody | None, reducer: Callable[[], Reducer] | None):
+        spec = block.spec
+        self.block = block
+        self.name = block.name
+        self.body = body
+        self.reducer = reducer
+        self.fans_out_items = block.dynamic and block.reduce is None
+        self.function_style = body is not None and body.info.function is not None
+        self.filename = f"<block {block.name}>"
+        self.max_concurrency = spec.max_concurrency or 1 << 30
+        self.timeout = spec.timeout
+        self.retries = spec.retries
+        self.instances: list[BlockRun] = []
+        self.ready: deque[BlockRun] = deque()
+        self.running = 0
+        self.downstream: list[tuple[_Joiner, int]] = []
+        self.joiner: _Joiner | None = None
+        self.groups: dict[tuple[int, ...], _Group] = {}
+        self.batch_cap = 4
+
+    def __repr__(self) -> str:
+        return f"<BlockState {self.name}>"
+
+
+class _Joiner:
+    """Creates a block's instances from its upstreams' rows (the join on lineage)."""
+
+    def __init__(self, run: Run, state: BlockState, scopes: list[tuple[str, ...]]):
+        self.run = run
+        self.state = state
+        scope = state.block.scope
+        self.width = len(scope)
+        self.positions = [tuple(scope.index(entry) for entry in s) for s in scopes]
+        self.single = len(scopes) == 1
+        self.rows: list[list[Row]] = [[] for _ in scopes]
+        # For each arriving upstream, the order in which the others are joined and, per step,
+        # the index to look into: (other upstream, offsets into its key, scope positions).
+        self.plans: list[list[tuple[int, tuple[int, ...], tuple[int, ...]]]] = []
+        self.indexes: dict[tuple[int, tuple[int, ...]], dict[tuple[int, ...], list[Row]]] = {}
+        for i, pos_i in enumerate(self.positions):
+            bound = set(pos_i)
+            plan = []
+            for j, pos_j in enumerate(self.positions):
+                if j == i:
+                    continue
+                shared = tuple(p for p in pos_j if p in bound)
+                offsets = tuple(pos_j.index(p) for p in shared)
+                self.indexes.setdefault((j, offsets), {})
+                plan.append((j, offsets, shared))
+                bound.update(pos_j)
+            self.plans.append(plan)
+        self.index_of: list[list[tuple[tuple[int, ...], dict[tuple[int, ...], list[Row]]]]] = [
+            [(offsets, index) for (j, offsets), index in self.indexes.items() if j == i] for i in range(len(scopes))
+        ]
+
+    def receive(self, i: int, rows: list[Row] | tuple[Row, ...]) -> None:
+        create = self.run._create
+        state = self.state
+        if self.single:
+            for row in rows:
+                create(state, row.key, row.fanouts, (row.value,), (row.origin,), row.state)
+            return
+        for row in rows:
+            self._join(i, row)
+            for offsets, index in self.index_of[i]:
+                index.setdefault(tuple(row.key[o] for o in offsets), []).append(row)
+
+    def _join(self, i: int, row: Row) -> None:
+        n = len(self.positions)
+        key: list[int] = [0] * self.width
+        fanouts: list[Any] = [None] * self.width
+        chosen: list[Row | None] = [None] * n
+        chosen[i] = row
+        for p, k, f in zip(self.positions[i], row.key, row.fanouts):
+            key[p] = k
+            fanouts[p] = f
+        plan = self.plans[i]
+
+        def extend(step: int) -> None:
+            if step == len(plan):
+                rows = [r for r in chosen if r is not None]
+                states = {r.state for r in rows}
+                state = ROW_GHOST if ROW_GHOST in states else ROW_FAILED if ROW_FAILED in states else ROW_OK
+                self.run._create(
+                    self.state,
+                    tuple(key),
+                    tuple(fanouts),
+                    tuple(r.value for r in rows),
+                    tuple(r.origin for r in rows),
+                    state,
+                )
+                return
+            j, offsets, shared = plan[step]
+            wanted = tuple(key[p] for p in shared)
+            for other in self.indexes[(j, offsets)].get(wanted, ()):
+                chosen[j] = other
+                for p, k, f in zip(self.positions[j], other.key, other.fanouts):
+                    key[p] = k
+                    fanouts[p] = f
+                extend(step + 1)
+            chosen[j] = None
+
+        extend(0)
+
+
+def _root_cause(origin: Any) -> BlockRun | None:
+    if isinstance(origin, GroupResult):
+        return origin.cause
+    if isinstance(origin, BlockRun):
+        return origin if origin.status == FAILED_STATUS or origin.cause is None else origin.cause
+    return None
+
+
+class Run:
+    """One execution of a pipeline. Create it, then call ``execute()`` once."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        namespace: dict[str, Any],
+        *,
+        params: Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
+        listeners: list[RunListener] | tuple[RunListener, ...] = (),
+        run_id: str | None = None,
+    ):
+        self.pipeline = pipeline
+        self.namespace = namespace
+        self.params = dict(params or {})
+        self._own_executor = executor is None
+        self.executor: Executor = executor if executor is not None else ThreadExecutor()
+        self.events = EventHub(listeners)
+        self.states = [self._prepare(block) for block in pipeline]
+        by_name = {s.name: s for s in self.states}
+        for state in self.states:
+            block = state.block
+            if block.upstream:
+                scopes = [pipeline[u].out_scope for u in block.upstream]
+                state.joiner = _Joiner(self, state, scopes)
+                for i, up in enumerate(block.upstream):
+                    by_name[up].downstream.append((state.joiner, i))
+        self.record = PipelineRun(run_id or _uuid.uuid4().hex[:12], self.states, self.params)
+        self._completions: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._timers: list[tuple[float, int, int, BlockRun, int]] = []
+        self._seq = itertools.count()
+        self._outstanding = 0
+        self._capacity = max(2, 2 * self.executor.workers)
+        self._ready: set[BlockState] = set()
+        self._cancel_requested = False
+        self._cancelled = False
+        self._announce = any(s.timeout for s in self.states)
+
+    def _prepare(self, block: Block) -> BlockState:
+        spec = block.spec
+        if spec.kind == "sql":
+            raise PipelineError(f"block {spec.name!r}: SQL blocks are not supported by this version yet")
+        body = compile_body(
+            spec.source, spec.name, block.upstream, self.namespace, info=block.info, header=spec.header
+        )
+        reducer = resolve_strategy(spec.reduce, spec.name, self.namespace) if spec.reduce else None
+        return BlockState(block, body, reducer)
+
+    # -- public ------------------------------------------------------------------------------
+    def execute(self) -> PipelineRun:
+        record = self.record
+        record.status = RUNNING
+        record.started = time.time()
+        finished = False
+        try:
+            self.events.run_started(run=record)
+            for state in self.states:
+                if not state.block.upstream:
+                    self._create(state, (), (), (), (), ROW_OK)
+            self._loop()
+            finished = True
+        except KeyboardInterrupt:
+            self._cancel()
+            finished = True
+        finally:
+            if not finished:  # an engine error: leave nothing running, then let it surface
+                self._cancel()
+            self.executor.close(wait=not self._cancelled) if self._own_executor else None
+            record.ended = time.time()
+            record.status = self._final_status()
+            self.events.run_finished(run=record)
+        return record
+
+    def cancel(self) -> None:
+        """Ask a running ``execute()`` (on another thread) to stop; safe from any thread."""
+        self._cancel_requested = True
+        self._completions.put((_WAKE,))
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        get = self._completions.get
+        get_nowait = self._completions.get_nowait
+        while True:
+            if self._cancel_requested:
+                self._cancel()
+                return
+            self._dispatch()
+            if not self._outstanding and not self._timers:
+                break
+            timeout = max(0.0, self._timers[0][0] - time.monotonic()) if self._timers else None
+            try:
+                message = get(timeout=timeout)
+            except queue.Empty:
+                message = None
+            while message is not None:
+                self._handle(message)
+                try:
+                    message = get_nowait()
+                except queue.Empty:
+                    message = None
+            if self._timers:
+                self._fire_timers()
+        leftovers = [s.name for s in self.states if s.groups]
+        if leftovers:  # pragma: no cover - would be an engine bug
+            self._warn(f"internal: reduce groups of {', '.join(leftovers)} never closed")
+
+    def _dispatch(self) -> None:
+        while self._ready and self._outstanding < self._capacity:
+            candidates = [s for s in self._ready if s.running < s.max_concurrency]
+            if not candidates:
+                return
+            state = max(candidates, key=_depth)
+            ready = state.ready
+            size = min(
+                -(-len(ready) // self.executor.workers),
+                state.batch_cap,
+                state.max_concurrency - state.running,
+            )
+            if state.timeout:
+                size = 1
+            batch = [ready.popleft() for _ in range(size)]
+            if not ready:
+                self._ready.discard(state)
+            started = self.events.instance_started
+            for inst in batch:
+                inst.status = RUNNING
+                inst.attempts += 1
+                started(run=self.record, instance=inst)
+            state.running += size
+            self._outstanding += 1
+            self.executor.submit(self._run_batch, batch, self._completions.put)
+
+    def _run_batch(self, batch: list[BlockRun]) -> tuple[int, list[tuple[Any, ...]]]:
+        """Runs on a worker: execute each instance, catch its errors, time it."""
+        if self._announce:
+            self._completions.put((_STARTED, batch, time.time()))
+        run_one = self._run_one
+        return (_DONE, [run_one(inst) for inst in batch])  # type: ignore[return-value]
+
+    def _run_one(self, inst: BlockRun) -> tuple[Any, ...]:
+        state = inst.state
+        attempt = inst.attempts
+        context = Context(inst, self.params, attempt)
+        started = time.time()
+        try:
+            kwargs = (lambda: self._keywords(inst, context)) if state.function_style else _no_kwargs
+            value = state.body.run(context, inst.inputs, kwargs)  # type: ignore[union-attr, arg-type]
+            if state.fans_out_items:
+                spec = state.block.spec
+                value = normalise(value, state.name, max_children=spec.max_children, on_overflow=spec.on_overflow)
+            return (inst, attempt, True, value, started, time.time())
+        except KeyboardInterrupt:
+            raise
+        except FanoutError as exc:
+            return (inst, attempt, False, ErrorInfo(type(exc).__name__, str(exc)), started, time.time())
+        except BaseException as exc:
+            error = ErrorInfo.from_exception(exc, block_file=state.filename)
+            return (inst, attempt, False, error, started, time.time())
+
+    def _keywords(self, inst: BlockRun, context: Context) -> dict[str, Any]:
+        keywords: dict[str, Any] = {**self.params, **inst.metadata}
+        keywords["block_uuid"] = inst.uuid
+        keywords["dynamic_block_index"] = inst.key[-1] if inst.key else None
+        keywords["context"] = context
+        return keywords
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == _DONE:
+            results = message[1]
+            first = results[0]
+            if len(results) == 1 and (first[0].status != RUNNING or first[0].attempts != first[1]):
+                return  # a timed-out attempt that finally returned: already accounted for
+            self._outstanding -= 1
+            state = first[0].state
+            state.running -= len(results)
+            if state.running < state.max_concurrency and state.ready:
+                self._ready.add(state)
+            elapsed = results[-1][5] - first[4]
+            per = max(elapsed / len(results), 1e-7)
+            state.batch_cap = max(1, min(_MAX_BATCH, int(_TARGET_BATCH_SECONDS / per)))
+            for inst, attempt, ok, payload, started, ended in results:
+                if inst.status != RUNNING or inst.attempts != attempt:
+                    continue
+                if inst.started is None:
+                    inst.started = started
+                inst.ended = ended
+                if ok:
+                    self._complete(inst, payload)
+                else:
+                    self._fail(inst, payload)
+        elif kind == _STARTED:
+            for inst in message[1]:
+                timeout = inst.state.timeout
+                if timeout and inst.status == RUNNING:
+                    deadline = time.monotonic() + timeout - (time.time() - message[2])
+                    heapq.heappush(self._timers, (deadline, next(self._seq), _DEADLINE, inst, inst.attempts))
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, kind, inst, attempt = heapq.heappop(self._timers)
+            if kind == _RETRY:
+                inst.state.ready.append(inst)
+                self._ready.add(inst.state)
+            elif inst.status == RUNNING and inst.attempts == attempt:
+                state = inst.state
+                self.executor.replace_stuck_worker()
+                self._outstanding -= 1
+                state.running -= 1
+                if state.ready:
+                    self._ready.add(state)
+                inst.ended = time.time()
+                if inst.started is None:
+                    inst.started = inst.ended - (state.timeout or 0)
+                message = f"instance {inst.uuid!r} ran longer than --timeout {state.timeout:g}s"
+                self._fail(inst, ErrorInfo("TimeoutError", message))
+
+    # -- instances ---------------------------------------------------------------------------
+    def _create(
+        self,
+        state: BlockState,
+        key: tuple[int, ...],
+        fanouts: tuple[FanoutRecord, ...],
+        inputs: tuple[Any, ...],
+        origins: tuple[Any, ...],
+        row_state: int,
+    ) -> None:
+        if row_state == ROW_GHOST:
+            self._emit(state, key, fanouts, ROW_GHOST, None, None)
+            return
+        if self._cancel_requested:
+            return
+        name = state.name
+        if not key:
+            uuid = name
+        elif len(key) == 1:
+            k = key[0]
+            uuid = f"{name}:{fanouts[0].suffix(k)}" if k >= 0 else name
+        else:
+            uuid = name + "".join(":" + f.suffix(k) for f, k in zip(fanouts, key) if k >= 0)
+        inst = BlockRun(state, key, fanouts, uuid, inputs, origins)
+        state.instances.append(inst)
+        if row_state == ROW_OK:
+            self.events.instance_created(run=self.record, instance=inst)
+            state.ready.append(inst)
+            self._ready.add(state)
+            return
+        inst.inputs = None
+        broken = next(o for o in origins if _is_broken(o))
+        if isinstance(broken, GroupResult) and broken.error is not None:
+            inst.status = FAILED_STATUS
+            inst.error = broken.error
+        else:
+            inst.status = UPSTREAM_FAILED
+            cause = _root_cause(broken)
+            inst.cause = cause
+            if cause is not None and cause.error is not None:
+                detail = f"upstream instance {cause.uuid!r} {cause.status}: {cause.error.line()}"
+            elif cause is not None:
+                detail = f"upstream instance {cause.uuid!r} {cause.status}"
+            else:
+                detail = "an upstream instance did not complete"
+            inst.error = ErrorInfo("UpstreamFailed", detail)
+        self.events.instance_created(run=self.record, instance=inst)
+        self.events.instance_finished(run=self.record, instance=inst)
+        self._emit(state, key, fanouts, ROW_FAILED, None, inst)
+
+    def _complete(self, inst: BlockRun, value: Any) -> None:
+        state = inst.state
+        inst.status = COMPLETED
+        inst.inputs = None
+        inst.output = value.values if state.fans_out_items else value
+        self.events.instance_finished(run=self.record, instance=inst)
+        self._emit(state, inst.key, inst.fanouts, ROW_OK, value, inst)
+
+    def _fail(self, inst: BlockRun, error: ErrorInfo) -> None:
+        state = inst.state
+        inst.error = error
+        if inst.attempts <= state.retries and not self._cancel_requested:
+            inst.status = PENDING
+            self.events.instance_retried(run=self.record, instance=inst)
+            delay = state.block.spec.retry_delay
+            if delay:
+                heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), _RETRY, inst, 0))
+            else:
+                state.ready.append(inst)
+                self._ready.add(state)
+            return
+        inst.status = FAILED_STATUS
+        inst.inputs = None
+        self.events.instance_finished(run=self.record, instance=inst)
+        self._emit(state, inst.key, inst.fanouts, ROW_FAILED, None, inst)
+
+    # -- rows --------------------------------------------------------------------------------
+    def _emit(
+        self, state: BlockState, key: tuple[int, ...], fanouts: tuple[FanoutRecord, ...], row_state: int, value: Any, origin: Any
+    ) -> None:
+        """An instance of ``state`` (or a ghost of one) is final: hand its rows down."""
+        if state.reducer is not None:
+            self._collect(state, key, fanouts, row_state, value, origin)
+        else:
+            self._hand_down(state, key, fanouts, row_state, value, origin)
+
+    def _hand_down(
+        self, state: BlockState, key: tuple[int, ...], fanouts: tuple[FanoutRecord, ...], row_state: int, value: Any, origin: Any
+    ) -> None:
+        rows: list[Row] | tuple[Row, ...]
+        if state.block.dynamic:
+            rows = self._fan_out(state, key, fanouts, row_state, value, origin)
+        elif not state.downstream:
+            return
+        else:
+            rows = (Row(key, fanouts, value, origin, row_state),)
+        for joiner, i in state.downstream:
+            joiner.receive(i, rows)
+
+    def _fan_out(
+        self, state: BlockState, key: tuple[int, ...], fanouts: tuple[FanoutRecord, ...], row_state: int, value: Any, origin: Any
+    ) -> list[Row]:
+        owner = getattr(origin, "uuid", "") or ""
+        if row_state != ROW_OK:
+            marker = EMPTY if row_state == ROW_GHOST else FAILED
+            record = FanoutRecord(state.name, owner, 0)
+            return [Row((*key, marker), (*fanouts, record), None, origin, row_state)]
+        items: Items = value
+        size = len(items.values)
+        suffixes, warnings = make_suffixes(items.names, size, state.name)
+        for message in warnings:
+            self._warn(message)
+        if items.truncated:
+            total = f" of {items.truncated_from}" if items.truncated_from is not None else ""
+            self._warn(
+                f"dynamic block {state.name!r} ({owner}) produced more than --max-children "
+                f"{state.block.spec.max_children} items; kept the first {size}{total}"
+            )
+        record = FanoutRecord(state.name, owner, size, suffixes, items.metadata)
+        child_fanouts = (*fanouts, record)
+        if not size:
+            return [Row((*key, EMPTY), child_fanouts, None, origin, ROW_GHOST)]
+        if not state.downstream:
+            return []
+        return [Row((*key, j), child_fanouts, v, origin, ROW_OK) for j, v in enumerate(items.values)]
+
+    def _collect(
+        self, state: BlockState, key: tuple[int, ...], fanouts: tuple[FanoutRecord, ...], row_state: int, value: Any, origin: Any
+    ) -> None:
+        prefix = key[:-1]
+        group = state.groups.get(prefix)
+        if group is None:
+            group = state.groups[prefix] = _Group(max(fanouts[-1].size, 1), fanouts[:-1])
+        group.members.append((key[-1], row_state, value, origin))
+        if len(group.members) >= group.expected:
+            del state.groups[prefix]
+            self._close_group(state, prefix, group)
+
+    def _close_group(self, state: BlockState, prefix: tuple[int, ...], group: _Group) -> None:
+        fanouts = group.fanouts
+        if EMPTY in prefix:
+            self._hand_down(state, prefix, fanouts, ROW_GHOST, None, None)
+            return
+        members = sorted(group.members, key=_first)
+        ok = [m for m in members if m[1] == ROW_OK]
+        bad = [m for m in members if m[1] == ROW_FAILED]
+        uuid = state.name + "".join(":" + f.suffix(k) for f, k in zip(fanouts, prefix) if k >= 0)
+        reduced_from = [m[3].uuid for m in ok]
+        failed = [m[3].uuid for m in bad]
+        spec = state.block.spec
+        if bad and spec.reduce_policy != "partial":
+            result = GroupResult(uuid, reduced_from, failed, cause=_root_cause(bad[0][3]))
+            self._hand_down(state, prefix, fanouts, ROW_FAILED, None, result)
+            return
+        try:
+            value = reduce_all(state.reducer(), [m[2] for m in ok])  # type: ignore[misc]
+            if state.block.dynamic:
+                value = normalise(value, state.name, max_children=spec.max_children, on_overflow=spec.on_overflow)
+        except Exception as exc:
+            error = ErrorInfo.from_exception(exc)
+            error = ErrorInfo(
+                error.type, f"reducing {state.name!r} with {spec.reduce!r} failed: {error.message}", error.traceback
+            )
+            self._hand_down(state, prefix, fanouts, ROW_FAILED, None, GroupResult(uuid, reduced_from, failed, error))
+            return
+        self._hand_down(state, prefix, fanouts, ROW_OK, value, GroupResult(uuid, reduced_from, failed))
+
+    # -- ending ------------------------------------------------------------------------------
+    def _warn(self, message: str) -> None:
+        self.record.warnings.append(message)
+        self.events.warning(run=self.record, message=message)
+
+    def _cancel(self) -> None:
+        self._cancel_requested = True
+        self._cancelled = True
+        self._timers.clear()
+        now = time.time()
+        for state in self.states:
+            state.ready.clear()
+            for inst in state.instances:
+                if inst.status in (PENDING, RUNNING):
+                    inst.status = CANCELLED
+                    inst.inputs = None
+                    inst.ended = now
+                    self.events.instance_finished(run=self.record, instance=inst)
+        self._ready.clear()
+
+    def _final_status(self) -> str:
+        if self._cancelled:
+            return CANCELLED
+        for state in self.states:
+            for inst in state.instances:
+                if inst.status != COMPLETED:
+                    return FAILED_STATUS
+        return COMPLETED
+
+
+def _is_broken(origin: Any) -> bool:
+    if isinstance(origin, BlockRun):
+        return origin.status != COMPLETED
+    return isinstance(origin, GroupResult) and not origin.ok
+
+
+def _depth(state: BlockState) -> int:
+    return state.block.order
+
+
+def _first(member: tuple[int, int, Any, Any]) -> int:
+    return member[0]
+
+
+def _no_kwargs() -> dict[str, Any]:
+    return {}

@@ -1,0 +1,143 @@
+"""Reading a notebook file: block cells become block specs, plain cells the prelude.
+
+The prelude is the notebook's plain code cells, in order (imports, helpers, constants), run
+once into the namespace that block bodies read through to. Cells tagged ``skip`` are left
+out. IPython syntax in plain cells is translated by IPython's own input transformer; ``!cmd``
+runs in a shell, while magics, which need a kernel, are skipped with a warning (and
+``%load_ext mage_nb`` / ``%pipeline`` silently, since a headless run is the pipeline).
+"""
+
+from __future__ import annotations
+
+import builtins
+import linecache
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from .engine.errors import HeaderError, PipelineError, PreludeError
+from .engine.spec import BlockSpec, parse_header, split_block_cell
+
+SKIP_TAG = "skip"
+_SILENT_MAGICS = {"load_ext", "reload_ext", "pipeline"}
+
+
+@dataclass
+class PreludeCell:
+    number: int  # 1-based position among the notebook's cells
+    source: str
+
+
+@dataclass
+class Notebook:
+    """A notebook as mage_nb reads it."""
+
+    path: Path
+    specs: list[BlockSpec]
+    prelude: list[PreludeCell]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def load_notebook(path: str | Path) -> Notebook:
+    """Read an ``.ipynb``; raise ``PipelineError`` for a file or header that cannot be read."""
+    path = Path(path)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except FileNotFoundError:
+        raise PipelineError(f"no such notebook: {path}") from None
+    except Exception as exc:  # nbformat raises several kinds for a broken file
+        raise PipelineError(f"cannot read notebook {path}: {exc}") from None
+    specs: list[BlockSpec] = []
+    prelude: list[PreludeCell] = []
+    for number, cell in enumerate(nb.cells, start=1):
+        if cell.cell_type != "code":
+            continue
+        source = cell.source
+        origin = f"cell {number}"
+        split = split_block_cell(source)
+        if split is not None:
+            header, body = split
+            try:
+                specs.append(parse_header(header, source=body, origin=origin))
+            except HeaderError as exc:
+                raise HeaderError(f"{origin}: {exc}") from None
+            continue
+        if SKIP_TAG in cell.get("metadata", {}).get("tags", []):
+            continue
+        if source.strip():
+            prelude.append(PreludeCell(number, source))
+    return Notebook(path=path, specs=specs, prelude=prelude)
+
+
+class HeadlessShell:
+    """Stands in for ``get_ipython()`` while the prelude runs without a kernel."""
+
+    def __init__(self, warnings: list[str]):
+        self.warnings = warnings
+        self.cell = 0
+
+    def _skip(self, what: str) -> None:
+        self.warnings.append(f"cell {self.cell}: skipped {what} (IPython magics need a kernel)")
+
+    def run_line_magic(self, name: str, line: str, _stack_depth: int = 1) -> None:
+        if name in _SILENT_MAGICS and (name == "pipeline" or line.split()[:1] == ["mage_nb"]):
+            return
+        self._skip(f"%{name}")
+
+    def run_cell_magic(self, name: str, line: str, cell: str) -> None:
+        self._skip(f"%%{name}")
+
+    def system(self, cmd: str) -> int:
+        done = subprocess.run(cmd, shell=True, stdout=sys.stderr, stderr=sys.stderr, check=False)
+        return done.returncode
+
+    def getoutput(self, cmd: str, split: bool = True, depth: int = 0) -> list[str] | str:
+        done = subprocess.run(cmd, shell=True, capture_output=True, text=True, check=False)
+        return done.stdout.splitlines() if split else done.stdout
+
+
+def new_namespace() -> dict[str, Any]:
+    """The namespace a headless notebook's prelude and blocks share."""
+    from IPython.display import display
+
+    return {"__name__": "__main__", "__builtins__": builtins, "display": display}
+
+
+def run_prelude(notebook: Notebook, namespace: dict[str, Any]) -> list[str]:
+    """Run the plain cells into ``namespace``; return warnings; raise ``PreludeError``."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    warnings: list[str] = []
+    shell = HeadlessShell(warnings)
+    namespace.setdefault("get_ipython", lambda: shell)
+    transformer = TransformerManager()
+    for cell in notebook.prelude:
+        shell.cell = cell.number
+        filename = f"<cell {cell.number}>"
+        try:
+            code_text = transformer.transform_cell(cell.source)
+            linecache.cache[filename] = (len(code_text), None, code_text.splitlines(True), filename)
+            code = compile(code_text, filename, "exec")
+        except SyntaxError as exc:
+            raise PreludeError(f"cell {cell.number} (prelude) does not compile: {exc.msg} (line {exc.lineno})") from None
+        try:
+            exec(code, namespace)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            tb = traceback.TracebackException.from_exception(exc)
+            tb.stack[:] = [f for f in tb.stack if f.filename.startswith("<cell")] or tb.stack
+            text = "".join(tb.format())
+            raise PreludeError(
+                f"cell {cell.number} (prelude) raised {type(exc).__name__}: {exc}; nothing ran\n{text}"
+            ) from None
+    return warnings

@@ -1,0 +1,66 @@
+"""Running a notebook's pipeline without Jupyter: ``run_notebook``.
+
+Order of checks, so that an invalid notebook never runs anything: the file and every
+header are read, the DAG is built and checked, then the prelude runs, then bodies are
+compiled and reduce strategies resolved against the prelude's namespace, and only then do
+instances run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .engine.dag import Pipeline
+from .engine.errors import PipelineError
+from .engine.events import RunListener
+from .engine.executors import Executor, SyncExecutor, ThreadExecutor
+from .engine.record import PipelineRun
+from .engine.scheduler import Run
+from .notebook import load_notebook, new_namespace, run_prelude
+
+EXECUTOR_NAMES = ("threads", "sync", "processes", "dask")
+
+
+def make_executor(executor: Executor | str | None, max_workers: int | None = None) -> tuple[Executor, bool]:
+    """Return (executor, whether the caller owns it and must close it)."""
+    if executor is None or executor == "threads":
+        return ThreadExecutor(max_workers), True
+    if executor == "sync":
+        return SyncExecutor(), True
+    if isinstance(executor, str):
+        if executor in ("processes", "dask"):
+            raise PipelineError(f"the {executor!r} executor is not available in this version yet; use 'threads'")
+        raise PipelineError(f"unknown executor {executor!r}: use one of threads, processes, dask")
+    return executor, False
+
+
+def run_notebook(
+    path: str | Path,
+    params: Mapping[str, Any] | None = None,
+    executor: Executor | str | None = None,
+    *,
+    max_workers: int | None = None,
+    listeners: Iterable[RunListener] = (),
+    run_id: str | None = None,
+) -> PipelineRun:
+    """Run every block of a notebook headless and return the run record.
+
+    Raises ``PipelineError`` (nothing ran) for an invalid notebook; failures inside blocks
+    are in the record, never raised.
+    """
+    notebook = load_notebook(path)
+    pipeline = Pipeline(notebook.specs)
+    namespace = new_namespace()
+    warnings = run_prelude(notebook, namespace)
+    chosen, owned = make_executor(executor, max_workers)
+    try:
+        run = Run(
+            pipeline, namespace, params=params, executor=chosen, listeners=list(listeners), run_id=run_id
+        )
+        run.record.warnings.extend(warnings)
+        return run.execute()
+    finally:
+        if owned:
+            chosen.close(wait=False)
