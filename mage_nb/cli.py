@@ -35,7 +35,9 @@ class ProgressBar(RunListener):
     def run_started(self, *, run: PipelineRun) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=0, unit=" inst", desc=f"run {run.run_id}", file=sys.stderr, leave=True)
+        self.bar = tqdm(
+            total=0, unit=" inst", desc=f"run {run.run_id}", file=sys.stderr, leave=True
+        )
 
     def instance_created(self, *, run: PipelineRun, instance: Any) -> None:
         self.total += 1
@@ -75,15 +77,29 @@ def _params(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mage-nb", description="Dynamic data pipelines from Jupyter notebooks.")
+    parser = argparse.ArgumentParser(
+        prog="mage-nb", description="Dynamic data pipelines from Jupyter notebooks."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a notebook's blocks headless")
     run.add_argument("notebook")
-    run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a run parameter (repeatable)")
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run parameter (repeatable)",
+    )
     run.add_argument("--json", metavar="PATH", help="write the run record as JSON")
-    run.add_argument("--executor", choices=("threads", "processes", "dask", "sync"), default="threads")
-    run.add_argument("--address", metavar="DASK_SCHEDULER", help="a Dask scheduler (with --executor dask)")
-    run.add_argument("--max-workers", type=int, metavar="N", help="worker threads (default min(32, CPUs + 4))")
+    run.add_argument(
+        "--executor", choices=("threads", "processes", "dask", "sync"), default="threads"
+    )
+    run.add_argument(
+        "--address", metavar="DASK_SCHEDULER", help="a Dask scheduler (with --executor dask)"
+    )
+    run.add_argument(
+        "--max-workers", type=int, metavar="N", help="worker threads (default min(32, CPUs + 4))"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     for name in ("export", "graph"):
         later = sub.add_parser(name, help=f"{name} (not available in this version yet)")

@@ -128,7 +128,9 @@ def run_prelude(notebook: Notebook, namespace: dict[str, Any]) -> list[str]:
             linecache.cache[filename] = (len(code_text), None, code_text.splitlines(True), filename)
             code = compile(code_text, filename, "exec")
         except SyntaxError as exc:
-            raise PreludeError(f"cell {cell.number} (prelude) does not compile: {exc.msg} (line {exc.lineno})") from None
+            raise PreludeError(
+                f"cell {cell.number} (prelude) does not compile: {exc.msg} (line {exc.lineno})"
+            ) from None
         try:
             exec(code, namespace)
         except KeyboardInterrupt:

@@ -23,7 +23,9 @@ from .notebook import load_notebook, new_namespace, run_prelude
 EXECUTOR_NAMES = ("threads", "sync", "processes", "dask")
 
 
-def make_executor(executor: Executor | str | None, max_workers: int | None = None) -> tuple[Executor, bool]:
+def make_executor(
+    executor: Executor | str | None, max_workers: int | None = None
+) -> tuple[Executor, bool]:
     """Return (executor, whether the caller owns it and must close it)."""
     if executor is None or executor == "threads":
         return ThreadExecutor(max_workers), True
@@ -31,7 +33,9 @@ def make_executor(executor: Executor | str | None, max_workers: int | None = Non
         return SyncExecutor(), True
     if isinstance(executor, str):
         if executor in ("processes", "dask"):
-            raise PipelineError(f"the {executor!r} executor is not available in this version yet; use 'threads'")
+            raise PipelineError(
+                f"the {executor!r} executor is not available in this version yet; use 'threads'"
+            )
         raise PipelineError(f"unknown executor {executor!r}: use one of threads, processes, dask")
     return executor, False
 
@@ -57,7 +61,12 @@ def run_notebook(
     chosen, owned = make_executor(executor, max_workers)
     try:
         run = Run(
-            pipeline, namespace, params=params, executor=chosen, listeners=list(listeners), run_id=run_id
+            pipeline,
+            namespace,
+            params=params,
+            executor=chosen,
+            listeners=list(listeners),
+            run_id=run_id,
         )
         run.record.warnings.extend(warnings)
         return run.execute()

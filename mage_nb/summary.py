@@ -12,7 +12,11 @@ MAX_LISTED = 5
 
 def _counts_text(counts: dict[str, int]) -> str:
     total = sum(counts.values())
-    marks = " ".join(f"{mark}{counts[status]}" for status, mark in _MARKS if counts[status] or status == COMPLETED)
+    marks = " ".join(
+        f"{mark}{counts[status]}"
+        for status, mark in _MARKS
+        if counts[status] or status == COMPLETED
+    )
     return f"{counts[COMPLETED]}/{total}  {marks}"
 
 
@@ -23,7 +27,9 @@ def format_summary(run: PipelineRun, depths: dict[str, int] | None = None) -> st
     duration = f" in {run.duration:.2f}s" if run.duration is not None else ""
     n = sum(totals.values())
     parts = ", ".join(f"{totals[s]} {s}" for s, _ in _MARKS if totals[s])
-    lines = [f"run {run.run_id} {run.status}{duration}: {n} instances" + (f" ({parts})" if parts else "")]
+    lines = [
+        f"run {run.run_id} {run.status}{duration}: {n} instances" + (f" ({parts})" if parts else "")
+    ]
     width = max((len(b) + 2 * depths.get(b, 0) for b in run.blocks), default=0) + 2
     for block in run.blocks:
         indent = "  " * depths.get(block, 0)

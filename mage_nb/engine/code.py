@@ -25,7 +25,6 @@ from typing import Any
 from .decorators import PROVIDED, ROLE_DECORATORS, TEST_DECORATOR
 from .errors import BlockCodeError
 
-_WRAPPER = "__mage_nb_block__"
 _UNBOUND_PARAM = "__mage_nb_unbound__"
 _UNBOUND = object()
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
@@ -81,9 +80,9 @@ def _bound_names(nodes: Iterable[ast.AST]) -> set[str]:
             names.add(node.id)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            names.add(node.name)
-        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+        elif (isinstance(node, ast.ExceptHandler) and node.name) or (
+            isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name
+        ):
             names.add(node.name)
         elif isinstance(node, ast.MatchMapping) and node.rest:
             names.add(node.rest)
@@ -184,7 +183,9 @@ class _ReadOrder(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
         for alias in node.names:
             if alias.name == "*":
-                raise BlockCodeError("'from ... import *' is not allowed in a block: import names explicitly")
+                raise BlockCodeError(
+                    "'from ... import *' is not allowed in a block: import names explicitly"
+                )
             self._bind((alias.asname or alias.name).split(".")[0])
 
     visit_ImportFrom = visit_Import
@@ -235,7 +236,9 @@ class _ReadOrder(ast.NodeVisitor):
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
         self._visit_arguments_outside(node.args)
-        self.scopes.append(("function", set(_argument_names(node.args)) | _bound_names([node.body])))
+        self.scopes.append(
+            ("function", set(_argument_names(node.args)) | _bound_names([node.body]))
+        )
         self.visit(node.body)
         self.scopes.pop()
 
@@ -248,10 +251,14 @@ class _ReadOrder(ast.NodeVisitor):
         self.scopes.pop()
         self._bind(node.name)
 
-    def _visit_comprehension(self, node: ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp) -> None:
+    def _visit_comprehension(
+        self, node: ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp
+    ) -> None:
         first, *rest = node.generators
         self.visit(first.iter)
-        targets = {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+        targets = {
+            n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)
+        }
         self.scopes.append(("comprehension", targets))
         for i, gen in enumerate(node.generators):
             if i:
@@ -279,15 +286,20 @@ def _check_top_level(tree: ast.Module, name: str) -> None:
                 stack.extend(node.body)
             continue
         if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom, ast.Await)):
-            word = {ast.Return: "return", ast.Yield: "yield", ast.YieldFrom: "yield from", ast.Await: "await"}[
-                type(node)
-            ]
+            word = {
+                ast.Return: "return",
+                ast.Yield: "yield",
+                ast.YieldFrom: "yield from",
+                ast.Await: "await",
+            }[type(node)]
             raise BlockCodeError(
                 f"block {name!r}, line {node.lineno}: '{word}' outside a function "
                 "(write a generator function and call it, or use function style)"
             )
         if isinstance(node, (ast.AsyncFor, ast.AsyncWith)):
-            raise BlockCodeError(f"block {name!r}, line {node.lineno}: 'async' statements need a function")
+            raise BlockCodeError(
+                f"block {name!r}, line {node.lineno}: 'async' statements need a function"
+            )
         stack.extend(ast.iter_child_nodes(node))
 
 
@@ -323,12 +335,16 @@ def analyse(source: str, name: str = "block", *, first_line: int = 2) -> BodyInf
                 tests.append(stmt.name)
     if len(role_functions) > 1:
         names = ", ".join(f.name for f in role_functions)
-        raise BlockCodeError(f"block {name!r} decorates more than one function as the block: {names}")
+        raise BlockCodeError(
+            f"block {name!r} decorates more than one function as the block: {names}"
+        )
     function = parameters = None
     if role_functions:
         fn = role_functions[0]
         if isinstance(fn, ast.AsyncFunctionDef):
-            raise BlockCodeError(f"block {name!r}: 'async def {fn.name}' is not supported; use a plain def")
+            raise BlockCodeError(
+                f"block {name!r}: 'async def {fn.name}' is not supported; use a plain def"
+            )
         function, parameters = fn.name, tuple(_argument_names(fn.args))
     return BodyInfo(
         style="function" if function else "expression",
@@ -362,7 +378,9 @@ class CompiledBody:
     namespace: Mapping[str, Any]
     n_inputs: int
 
-    def run(self, context: Any, inputs: tuple[Any, ...], kwargs: Callable[[], dict[str, Any]]) -> Any:
+    def run(
+        self, context: Any, inputs: tuple[Any, ...], kwargs: Callable[[], dict[str, Any]]
+    ) -> Any:
         """Run the body for one instance and return its output.
 
         ``kwargs`` builds the keyword arguments of a function-style call; it is only called
@@ -416,7 +434,11 @@ def _accepted_keywords(fn: Callable[..., Any], n_positional: int) -> frozenset[s
     else:
         n_args = code.co_argcount + code.co_kwonlyargcount
         names = code.co_varnames[:n_args]
-        skip = min(n_positional, code.co_argcount) if not code.co_flags & CO_VARARGS else code.co_argcount
+        skip = (
+            min(n_positional, code.co_argcount)
+            if not code.co_flags & CO_VARARGS
+            else code.co_argcount
+        )
         keywords = frozenset(names[skip:]) - set(code.co_varnames[: code.co_posonlyargcount])
         result = keywords or None
     if len(_KEYWORD_CACHE) > 4096:
@@ -464,15 +486,33 @@ def compile_body(
         params.append(_UNBOUND_PARAM)
     params.extend(provided_names)
     args = ast.arguments(
-        posonlyargs=[], args=[ast.arg(p) for p in params], kwonlyargs=[], kw_defaults=[], defaults=[]
+        posonlyargs=[],
+        args=[ast.arg(p) for p in params],
+        kwonlyargs=[],
+        kw_defaults=[],
+        defaults=[],
     )
     extra: dict[str, Any] = {"type_params": []} if sys.version_info >= (3, 12) else {}
-    fn = ast.FunctionDef(name=_WRAPPER, args=args, body=body, decorator_list=[], returns=None, **extra)
-    last = max((getattr(n, "end_lineno", None) or first_line) for n in ast.walk(tree) if hasattr(n, "lineno"))
-    fn.lineno, fn.end_lineno, fn.col_offset, fn.end_col_offset = first_line, max(last, first_line), 0, 0
+    fn = ast.FunctionDef(name=name, args=args, body=body, decorator_list=[], returns=None, **extra)
+    last = max(
+        (getattr(n, "end_lineno", None) or first_line)
+        for n in ast.walk(tree)
+        if hasattr(n, "lineno")
+    )
+    fn.lineno, fn.end_lineno, fn.col_offset, fn.end_col_offset = (
+        first_line,
+        max(last, first_line),
+        0,
+        0,
+    )
     for node in body:
         if not hasattr(node, "lineno"):
-            node.lineno, node.end_lineno, node.col_offset, node.end_col_offset = first_line, first_line, 0, 0
+            node.lineno, node.end_lineno, node.col_offset, node.end_col_offset = (
+                first_line,
+                first_line,
+                0,
+                0,
+            )
     module = ast.Module(body=[fn], type_ignores=[])
     ast.fix_missing_locations(module)
     filename = f"<block {name}>"
@@ -481,13 +521,13 @@ def compile_body(
     code = compile(module, filename, "exec")
     scratch: dict[str, Any] = {}
     exec(code, namespace, scratch)
-    provided = tuple(PROVIDED[n] for n in provided_names)
+    provided: tuple[Any, ...] = tuple(PROVIDED[n] for n in provided_names)
     if carried:
         provided = (_UNBOUND, *provided)
     return CompiledBody(
         name=name,
         info=info,
-        wrapper=scratch[_WRAPPER],
+        wrapper=scratch[name],
         carried=carried,
         provided=provided,
         namespace=namespace,

@@ -63,7 +63,9 @@ class Pipeline:
         for spec in specs:
             if spec.name in seen:
                 first = seen[spec.name]
-                where = f" in {first.origin} and {spec.origin}" if first.origin and spec.origin else ""
+                where = (
+                    f" in {first.origin} and {spec.origin}" if first.origin and spec.origin else ""
+                )
                 raise GraphError(f"block {spec.name!r} is defined twice{where}")
             seen[spec.name] = spec
         names = list(seen)
@@ -93,7 +95,9 @@ class Pipeline:
                 if up == spec.name:
                     raise GraphError(f"block {spec.name!r} lists itself in --upstream")
                 if up not in names:
-                    raise GraphError(f"block {_describe(spec)}: --upstream names {up!r}, which is not a block")
+                    raise GraphError(
+                        f"block {_describe(spec)}: --upstream names {up!r}, which is not a block"
+                    )
             block.upstream = spec.upstream
             return
         refs = block_references(block.info, names) if block.info else []

@@ -70,7 +70,9 @@ class ThreadExecutor:
         self._replaced = False
 
     def _start_thread(self) -> None:
-        thread = threading.Thread(target=self._work, name=f"mage_nb-worker-{len(self._threads)}", daemon=True)
+        thread = threading.Thread(
+            target=self._work, name=f"mage_nb-worker-{len(self._threads)}", daemon=True
+        )
         self._threads.append(thread)
         thread.start()
 

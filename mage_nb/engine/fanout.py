@@ -27,7 +27,9 @@ class Fanout:
 
     __slots__ = ("items", "metadata")
 
-    def __init__(self, items: Iterable[Any], metadata: Iterable[Mapping[str, Any] | None] | None = None):
+    def __init__(
+        self, items: Iterable[Any], metadata: Iterable[Mapping[str, Any] | None] | None = None
+    ):
         self.items = items
         self.metadata = metadata
 
@@ -145,7 +147,11 @@ def normalise(
             values = output.to_dicts()
         else:
             values = output.to_pylist()
-    elif isinstance(output, (str, bytes, bytearray, Mapping)) or output is None or not isinstance(output, Iterable):
+    elif (
+        isinstance(output, (str, bytes, bytearray, Mapping))
+        or output is None
+        or not isinstance(output, Iterable)
+    ):
         raise FanoutError(
             f"dynamic block {block!r} returned {type(output).__name__}, which cannot be fanned out; "
             f"return {ACCEPTED_FORMS}"
@@ -153,8 +159,12 @@ def normalise(
     else:
         values = output
     if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
-        raise FanoutError(f"dynamic block {block!r}: Fanout items must be iterable, got {type(values).__name__}")
-    items = values if isinstance(values, list) and max_children is None else _take(values, max_children)
+        raise FanoutError(
+            f"dynamic block {block!r}: Fanout items must be iterable, got {type(values).__name__}"
+        )
+    items = (
+        values if isinstance(values, list) and max_children is None else _take(values, max_children)
+    )
     truncated, truncated_from = False, None
     if max_children is not None and len(items) > max_children:
         if on_overflow == "fail":
@@ -202,11 +212,17 @@ def normalise(
             clean.append(dict(m) if m else None)
         meta_list = clean if any(clean) else None
     return Items(
-        values=items, names=names, metadata=meta_list, truncated=truncated, truncated_from=truncated_from
+        values=items,
+        names=names,
+        metadata=meta_list,
+        truncated=truncated,
+        truncated_from=truncated_from,
     )
 
 
-def make_suffixes(names: list[str | None] | None, size: int, block: str) -> tuple[list[str] | None, list[str]]:
+def make_suffixes(
+    names: list[str | None] | None, size: int, block: str
+) -> tuple[list[str] | None, list[str]]:
     """Name a fan-out's items: sanitised, unique; returns (suffixes or None, warnings).
 
     ``None`` means "the index", which costs no string per item until it is shown.

@@ -26,7 +26,9 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {k if isinstance(k, str) else str(jsonable(k)): jsonable(v) for k, v in value.items()}
+        return {
+            k if isinstance(k, str) else str(jsonable(k)): jsonable(v) for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     if isinstance(value, (set, frozenset)):

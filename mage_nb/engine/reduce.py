@@ -141,7 +141,9 @@ def _is_incremental(obj: Any) -> bool:
     return all(callable(getattr(obj, m, None)) for m in ("initial", "step", "finish"))
 
 
-def resolve_strategy(strategy: str, block: str, namespace: Mapping[str, Any]) -> Callable[[], Reducer]:
+def resolve_strategy(
+    strategy: str, block: str, namespace: Mapping[str, Any]
+) -> Callable[[], Reducer]:
     """Return a factory that makes one reducer per group (so a class is instantiated per group).
 
     Raises ``GraphError`` before anything runs for a name that is neither built in nor a
@@ -157,10 +159,12 @@ def resolve_strategy(strategy: str, block: str, namespace: Mapping[str, Any]) ->
     obj = namespace[strategy]
     if isinstance(obj, type):
         if not _is_incremental(obj):
-            raise GraphError(f"block {block!r}: reducer class {strategy!r} needs initial(), step() and finish()")
-        return obj  # type: ignore[no-any-return]
+            raise GraphError(
+                f"block {block!r}: reducer class {strategy!r} needs initial(), step() and finish()"
+            )
+        return obj
     if _is_incremental(obj):
-        return lambda: obj  # type: ignore[no-any-return]
+        return lambda: obj
     if callable(obj):
         return lambda: CallableReducer(obj)
     raise GraphError(

@@ -30,6 +30,7 @@ their results to one queue.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import queue
@@ -67,6 +68,7 @@ _DONE, _STARTED, _WAKE = 0, 1, 2
 _RETRY, _DEADLINE = 0, 1
 _TARGET_BATCH_SECONDS = 0.004
 _MAX_BATCH = 512
+_GC_YOUNG_THRESHOLD = 10_000
 
 
 class Row:
@@ -74,7 +76,14 @@ class Row:
 
     __slots__ = ("fanouts", "key", "origin", "state", "value")
 
-    def __init__(self, key: tuple[int, ...], fanouts: tuple[FanoutRecord, ...], value: Any, origin: Any, state: int):
+    def __init__(
+        self,
+        key: tuple[int, ...],
+        fanouts: tuple[FanoutRecord, ...],
+        value: Any,
+        origin: Any,
+        state: int,
+    ):
         self.key = key
         self.fanouts = fanouts
         self.value = value
@@ -115,7 +124,9 @@ class _Group:
 class BlockState:
     """A block during one run: its compiled body, its instances and its queues."""
 
-    def __init__(self, block: Block, body: CompiledBody | None, reducer: Callable[[], Reducer] | None):
+    def __init__(
+        self, block: Block, body: CompiledBody | None, reducer: Callable[[], Reducer] | None
+    ):
         spec = block.spec
         self.block = block
         self.name = block.name
@@ -167,7 +178,8 @@ class _Joiner:
                 bound.update(pos_j)
             self.plans.append(plan)
         self.index_of: list[list[tuple[tuple[int, ...], dict[tuple[int, ...], list[Row]]]]] = [
-            [(offsets, index) for (j, offsets), index in self.indexes.items() if j == i] for i in range(len(scopes))
+            [(offsets, index) for (j, offsets), index in self.indexes.items() if j == i]
+            for i in range(len(scopes))
         ]
 
     def receive(self, i: int, rows: list[Row] | tuple[Row, ...]) -> None:
@@ -197,7 +209,13 @@ class _Joiner:
             if step == len(plan):
                 rows = [r for r in chosen if r is not None]
                 states = {r.state for r in rows}
-                state = ROW_GHOST if ROW_GHOST in states else ROW_FAILED if ROW_FAILED in states else ROW_OK
+                state = (
+                    ROW_GHOST
+                    if ROW_GHOST in states
+                    else ROW_FAILED
+                    if ROW_FAILED in states
+                    else ROW_OK
+                )
                 self.run._create(
                     self.state,
                     tuple(key),
@@ -270,9 +288,16 @@ class Run:
     def _prepare(self, block: Block) -> BlockState:
         spec = block.spec
         if spec.kind == "sql":
-            raise PipelineError(f"block {spec.name!r}: SQL blocks are not supported by this version yet")
+            raise PipelineError(
+                f"block {spec.name!r}: SQL blocks are not supported by this version yet"
+            )
         body = compile_body(
-            spec.source, spec.name, block.upstream, self.namespace, info=block.info, header=spec.header
+            spec.source,
+            spec.name,
+            block.upstream,
+            self.namespace,
+            info=block.info,
+            header=spec.header,
         )
         reducer = resolve_strategy(spec.reduce, spec.name, self.namespace) if spec.reduce else None
         return BlockState(block, body, reducer)
@@ -283,6 +308,10 @@ class Run:
         record.status = RUNNING
         record.started = time.time()
         finished = False
+        gc_thresholds = gc.get_threshold()
+        # Bookkeeping allocates a few objects per instance; the default young-generation
+        # threshold (700) makes the collector rescan them thousands of times in a big fan-out.
+        gc.set_threshold(max(gc_thresholds[0], _GC_YOUNG_THRESHOLD), *gc_thresholds[1:])
         try:
             self.events.run_started(run=record)
             for state in self.states:
@@ -296,7 +325,9 @@ class Run:
         finally:
             if not finished:  # an engine error: leave nothing running, then let it surface
                 self._cancel()
-            self.executor.close(wait=not self._cancelled) if self._own_executor else None
+            gc.set_threshold(*gc_thresholds)
+            if self._own_executor:
+                self.executor.close(wait=not self._cancelled)
             record.ended = time.time()
             record.status = self._final_status()
             self.events.run_finished(run=record)
@@ -366,7 +397,7 @@ class Run:
         if self._announce:
             self._completions.put((_STARTED, batch, time.time()))
         run_one = self._run_one
-        return (_DONE, [run_one(inst) for inst in batch])  # type: ignore[return-value]
+        return (_DONE, [run_one(inst) for inst in batch])
 
     def _run_one(self, inst: BlockRun) -> tuple[Any, ...]:
         state = inst.state
@@ -378,12 +409,21 @@ class Run:
             value = state.body.run(context, inst.inputs, kwargs)  # type: ignore[union-attr, arg-type]
             if state.fans_out_items:
                 spec = state.block.spec
-                value = normalise(value, state.name, max_children=spec.max_children, on_overflow=spec.on_overflow)
+                value = normalise(
+                    value, state.name, max_children=spec.max_children, on_overflow=spec.on_overflow
+                )
             return (inst, attempt, True, value, started, time.time())
         except KeyboardInterrupt:
             raise
         except FanoutError as exc:
-            return (inst, attempt, False, ErrorInfo(type(exc).__name__, str(exc)), started, time.time())
+            return (
+                inst,
+                attempt,
+                False,
+                ErrorInfo(type(exc).__name__, str(exc)),
+                started,
+                time.time(),
+            )
         except BaseException as exc:
             error = ErrorInfo.from_exception(exc, block_file=state.filename)
             return (inst, attempt, False, error, started, time.time())
@@ -425,7 +465,9 @@ class Run:
                 timeout = inst.state.timeout
                 if timeout and inst.status == RUNNING:
                     deadline = time.monotonic() + timeout - (time.time() - message[2])
-                    heapq.heappush(self._timers, (deadline, next(self._seq), _DEADLINE, inst, inst.attempts))
+                    heapq.heappush(
+                        self._timers, (deadline, next(self._seq), _DEADLINE, inst, inst.attempts)
+                    )
 
     def _fire_timers(self) -> None:
         now = time.monotonic()
@@ -501,6 +543,7 @@ class Run:
         state = inst.state
         inst.status = COMPLETED
         inst.inputs = None
+        inst.error = None
         inst.output = value.values if state.fans_out_items else value
         self.events.instance_finished(run=self.record, instance=inst)
         self._emit(state, inst.key, inst.fanouts, ROW_OK, value, inst)
@@ -513,7 +556,9 @@ class Run:
             self.events.instance_retried(run=self.record, instance=inst)
             delay = state.block.spec.retry_delay
             if delay:
-                heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), _RETRY, inst, 0))
+                heapq.heappush(
+                    self._timers, (time.monotonic() + delay, next(self._seq), _RETRY, inst, 0)
+                )
             else:
                 state.ready.append(inst)
                 self._ready.add(state)
@@ -525,7 +570,13 @@ class Run:
 
     # -- rows --------------------------------------------------------------------------------
     def _emit(
-        self, state: BlockState, key: tuple[int, ...], fanouts: tuple[FanoutRecord, ...], row_state: int, value: Any, origin: Any
+        self,
+        state: BlockState,
+        key: tuple[int, ...],
+        fanouts: tuple[FanoutRecord, ...],
+        row_state: int,
+        value: Any,
+        origin: Any,
     ) -> None:
         """An instance of ``state`` (or a ghost of one) is final: hand its rows down."""
         if state.reducer is not None:
@@ -534,7 +585,13 @@ class Run:
             self._hand_down(state, key, fanouts, row_state, value, origin)
 
     def _hand_down(
-        self, state: BlockState, key: tuple[int, ...], fanouts: tuple[FanoutRecord, ...], row_state: int, value: Any, origin: Any
+        self,
+        state: BlockState,
+        key: tuple[int, ...],
+        fanouts: tuple[FanoutRecord, ...],
+        row_state: int,
+        value: Any,
+        origin: Any,
     ) -> None:
         rows: list[Row] | tuple[Row, ...]
         if state.block.dynamic:
@@ -547,7 +604,13 @@ class Run:
             joiner.receive(i, rows)
 
     def _fan_out(
-        self, state: BlockState, key: tuple[int, ...], fanouts: tuple[FanoutRecord, ...], row_state: int, value: Any, origin: Any
+        self,
+        state: BlockState,
+        key: tuple[int, ...],
+        fanouts: tuple[FanoutRecord, ...],
+        row_state: int,
+        value: Any,
+        origin: Any,
     ) -> list[Row]:
         owner = getattr(origin, "uuid", "") or ""
         if row_state != ROW_OK:
@@ -571,10 +634,18 @@ class Run:
             return [Row((*key, EMPTY), child_fanouts, None, origin, ROW_GHOST)]
         if not state.downstream:
             return []
-        return [Row((*key, j), child_fanouts, v, origin, ROW_OK) for j, v in enumerate(items.values)]
+        return [
+            Row((*key, j), child_fanouts, v, origin, ROW_OK) for j, v in enumerate(items.values)
+        ]
 
     def _collect(
-        self, state: BlockState, key: tuple[int, ...], fanouts: tuple[FanoutRecord, ...], row_state: int, value: Any, origin: Any
+        self,
+        state: BlockState,
+        key: tuple[int, ...],
+        fanouts: tuple[FanoutRecord, ...],
+        row_state: int,
+        value: Any,
+        origin: Any,
     ) -> None:
         prefix = key[:-1]
         group = state.groups.get(prefix)
@@ -604,15 +675,28 @@ class Run:
         try:
             value = reduce_all(state.reducer(), [m[2] for m in ok])  # type: ignore[misc]
             if state.block.dynamic:
-                value = normalise(value, state.name, max_children=spec.max_children, on_overflow=spec.on_overflow)
+                value = normalise(
+                    value, state.name, max_children=spec.max_children, on_overflow=spec.on_overflow
+                )
         except Exception as exc:
             error = ErrorInfo.from_exception(exc)
             error = ErrorInfo(
-                error.type, f"reducing {state.name!r} with {spec.reduce!r} failed: {error.message}", error.traceback
+                error.type,
+                f"reducing {state.name!r} with {spec.reduce!r} failed: {error.message}",
+                error.traceback,
             )
-            self._hand_down(state, prefix, fanouts, ROW_FAILED, None, GroupResult(uuid, reduced_from, failed, error))
+            self._hand_down(
+                state,
+                prefix,
+                fanouts,
+                ROW_FAILED,
+                None,
+                GroupResult(uuid, reduced_from, failed, error),
+            )
             return
-        self._hand_down(state, prefix, fanouts, ROW_OK, value, GroupResult(uuid, reduced_from, failed))
+        self._hand_down(
+            state, prefix, fanouts, ROW_OK, value, GroupResult(uuid, reduced_from, failed)
+        )
 
     # -- ending ------------------------------------------------------------------------------
     def _warn(self, message: str) -> None:

@@ -24,7 +24,16 @@ BUILTIN_REDUCERS = ("list", "concat", "sum", "count", "merge")
 EXECUTORS = ("threads", "processes", "dask")
 #: Names a block may not take: they are bound in every block body.
 RESERVED_NAMES = frozenset(
-    {"context", "loader", "transformer", "exporter", "custom", "data_loader", "data_exporter", "test"}
+    {
+        "context",
+        "loader",
+        "transformer",
+        "exporter",
+        "custom",
+        "data_loader",
+        "data_exporter",
+        "test",
+    }
 )
 
 
@@ -142,7 +151,9 @@ def parse_header(line: str, *, source: str = "", origin: str = "") -> BlockSpec:
     magic = words[0].removeprefix("%%")
     if magic == "block":
         if len(words) < 2:
-            raise HeaderError(f"missing KIND: expected '%%block KIND NAME', KIND one of {', '.join(KINDS)}")
+            raise HeaderError(
+                f"missing KIND: expected '%%block KIND NAME', KIND one of {', '.join(KINDS)}"
+            )
         kind, rest = words[1], words[2:]
         if kind not in KINDS:
             raise HeaderError(f"unknown block kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -153,7 +164,9 @@ def parse_header(line: str, *, source: str = "", origin: str = "") -> BlockSpec:
             f"not a block header: {words[0]!r} (expected %%block, %%loader, %%transformer or %%exporter)"
         )
     if not rest or rest[0].startswith("--"):
-        raise HeaderError(f"missing NAME: expected '%%{magic} {'' if magic != 'block' else kind + ' '}NAME [options]'")
+        raise HeaderError(
+            f"missing NAME: expected '%%{magic} {'' if magic != 'block' else kind + ' '}NAME [options]'"
+        )
     name, options = rest[0], rest[1:]
     _check_name(name, "block NAME")
     if name in RESERVED_NAMES:
@@ -176,7 +189,9 @@ def _spec_from_options(
     if ns.reduce_policy is not None and reduce is None:
         raise HeaderError(f"block {name!r}: --reduce-policy needs --reduce")
     if ns.connection is not None and kind != "sql":
-        raise HeaderError(f"block {name!r}: --connection is only for sql blocks (this one is a {kind})")
+        raise HeaderError(
+            f"block {name!r}: --connection is only for sql blocks (this one is a {kind})"
+        )
     for flag, value in (("--max-children", ns.max_children), ("--on-overflow", ns.on_overflow)):
         if value is not None and not ns.dynamic:
             raise HeaderError(f"block {name!r}: {flag} is only for --dynamic blocks")

@@ -1,0 +1,43 @@
+# mage_nb — every step a fresh machine needs lives here (README tells the same commands).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit lab bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo: run the example notebook headless and print its run tree
+demo: install
+	$(BIN)/mage-nb run notebooks/dynamic_users.ipynb --tree
+
+## make test: lint, type-check and run every test
+test: lint typecheck unit
+
+lint: install
+	$(BIN)/ruff check mage_nb tests bench
+	$(BIN)/ruff format --check mage_nb tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest
+
+## make lab: open JupyterLab on the example notebooks
+lab: install
+	$(BIN)/jupyter lab notebooks/
+
+## make bench: the speed and memory benchmarks (prints ratios against baselines)
+bench: install
+	$(BIN)/python bench/fanout.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
