@@ -18,7 +18,7 @@ from .engine.events import RunListener
 from .engine.instance import COMPLETED
 from .engine.record import PipelineRun
 from .runner import run_notebook
-from .summary import format_summary
+from .summary import format_summary, format_tree
 
 
 class ProgressBar(RunListener):
@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
         "--max-workers", type=int, metavar="N", help="worker threads (default min(32, CPUs + 4))"
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    run.add_argument(
+        "--tree", action="store_true", help="also print every instance, nested by lineage"
+    )
     for name in ("export", "graph"):
         later = sub.add_parser(name, help=f"{name} (not available in this version yet)")
         later.add_argument("args", nargs="*")
@@ -137,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.json:
         record.write_json(args.json)
+    if args.tree:
+        print(format_tree(record))
+        print()
     print(format_summary(record, _depths(args.notebook)))
     return 0 if record.status == COMPLETED else 1
 

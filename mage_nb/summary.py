@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .engine.instance import CANCELLED, COMPLETED, FAILED, UPSTREAM_FAILED
 from .engine.record import PipelineRun
 
@@ -45,4 +47,75 @@ def format_summary(run: PipelineRun, depths: dict[str, int] | None = None) -> st
         lines.append(f"warning: {message}")
     if len(run.warnings) > 20:
         lines.append(f"… and {len(run.warnings) - 20} more warnings (see --json)")
+    return "\n".join(lines)
+
+
+_ICONS = {
+    COMPLETED: "✓",
+    FAILED: "✗",
+    UPSTREAM_FAILED: "⊘",
+    CANCELLED: "⊗",
+    "pending": "·",
+    "running": "▸",
+}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.1f}ms"
+    return f"{seconds:.2f}s"
+
+
+def format_tree(run: PipelineRun, limit: int = 10) -> str:
+    """Render every instance nested as its lineage nests (items under their fan-out).
+
+    At most ``limit`` items are shown per fan-out; the rest are counted.
+    """
+    instances: dict[tuple[tuple[str, str], ...], list[object]] = {(): []}
+    children: dict[tuple[tuple[str, str], ...], list[tuple[tuple[str, str], ...]]] = {(): []}
+    for inst in run.instances():
+        path = tuple(inst.lineage)
+        for depth in range(1, len(path) + 1):
+            prefix = path[:depth]
+            if prefix not in instances:
+                instances[prefix] = []
+                children[prefix] = []
+                children[prefix[:-1]].append(prefix)
+        instances[path].append(inst)
+    lines: list[str] = [
+        f"run {run.run_id} {run.status}"
+        + (f" in {_duration(run.duration)}" if run.duration else "")
+    ]
+
+    def render(path: tuple[tuple[str, str], ...], indent: str) -> None:
+        kids = list(children[path])
+        rows: list[tuple[str, list[tuple[tuple[str, str], ...]]]] = []
+        for inst in instances[path]:
+            r: Any = inst
+            if r.error is not None and r.status != COMPLETED:
+                detail = r.error.line()
+            else:
+                detail = _duration(r.duration)
+            owned = [k for k in kids if k[-1][0] == r.block]
+            kids = [k for k in kids if k[-1][0] != r.block]
+            rows.append((f"{_ICONS.get(r.status, '?')} {r.uuid}  {detail}".rstrip(), owned))
+        if kids:
+            rows.append(("", kids))
+        for i, (text, items) in enumerate(rows):
+            last = i == len(rows) - 1
+            inner = indent
+            if text:
+                lines.append(f"{indent}{'└─ ' if last else '├─ '}{text}")
+                inner = indent + ("   " if last else "│  ")
+            shown = items[:limit]
+            for j, child in enumerate(shown):
+                final = j == len(shown) - 1 and len(items) <= limit
+                lines.append(f"{inner}{'└─ ' if final else '├─ '}◇ {child[-1][1]}")
+                render(child, inner + ("   " if final else "│  "))
+            if len(items) > limit:
+                lines.append(f"{inner}└─ … {len(items) - limit} more items")
+
+    render((), "")
     return "\n".join(lines)
