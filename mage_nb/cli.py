@@ -138,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"mage-nb: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while the prelude ran: no instance had started
+        print("mage-nb: interrupted before any block ran", file=sys.stderr)
+        return 1
     if args.json:
         record.write_json(args.json)
     if args.tree:

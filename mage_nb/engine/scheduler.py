@@ -347,8 +347,8 @@ class Run:
                 self._cancel()
                 return
             self._dispatch()
-            if not self._outstanding and not self._timers:
-                break
+            if not self._outstanding and not self._retries_waiting():
+                break  # what timers remain are deadlines of attempts that already returned
             timeout = max(0.0, self._timers[0][0] - time.monotonic()) if self._timers else None
             try:
                 message = get(timeout=timeout)
@@ -365,6 +365,9 @@ class Run:
         leftovers = [s.name for s in self.states if s.groups]
         if leftovers:  # pragma: no cover - would be an engine bug
             self._warn(f"internal: reduce groups of {', '.join(leftovers)} never closed")
+
+    def _retries_waiting(self) -> bool:
+        return any(timer[2] == _RETRY for timer in self._timers)
 
     def _dispatch(self) -> None:
         while self._ready and self._outstanding < self._capacity:
