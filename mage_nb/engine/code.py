@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import linecache
 import sys
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -112,38 +113,47 @@ class _ReadOrder(ast.NodeVisitor):
     def __init__(self) -> None:
         self.scopes: list[tuple[str, set[str]]] = []  # (kind, local names), innermost last
         self.bound: set[str] = set()
-        self.reads: dict[str, int] = {}
-        self.deferred: dict[str, int] = {}
-        self.position = 0
+        self.reads: dict[str, tuple[int, int]] = {}
+        self.deferred: dict[str, tuple[int, int]] = {}
 
     # -- bookkeeping -------------------------------------------------------------------------
-    def _read(self, name: str) -> None:
-        self.position += 1
+    def _read(self, name: str, node: ast.AST) -> None:
+        # Whether a read is free follows evaluation order; the upstream order it gives
+        # follows the text (line, column), as a reader sees it.
+        position = (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
         for depth, (kind, names) in enumerate(reversed(self.scopes)):
             if kind == "class" and depth > 0:
                 continue
             if name in names:
                 return
         if any(kind == "function" for kind, _ in self.scopes):
-            self.deferred.setdefault(name, self.position)
+            self._first(self.deferred, name, position)
         elif name not in self.bound:
-            self.reads.setdefault(name, self.position)
+            self._first(self.reads, name, position)
+
+    @staticmethod
+    def _first(found: dict[str, tuple[int, int]], name: str, position: tuple[int, int]) -> None:
+        if name not in found or position < found[name]:
+            found[name] = position
 
     def _bind(self, name: str) -> None:
         if not self.scopes:
             self.bound.add(name)
+        elif self.scopes[-1][0] == "class":
+            # A class body runs top to bottom: a name is its own only once assigned.
+            self.scopes[-1][1].add(name)
 
     def free_names(self) -> tuple[str, ...]:
         found = dict(self.reads)
         for name, pos in self.deferred.items():
-            if name not in self.bound and name not in found:
-                found[name] = pos
+            if name not in self.bound:
+                self._first(found, name, pos)
         return tuple(sorted(found, key=found.__getitem__))
 
     # -- names -------------------------------------------------------------------------------
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load):
-            self._read(node.id)
+            self._read(node.id, node)
         else:
             self._bind(node.id)
 
@@ -154,7 +164,7 @@ class _ReadOrder(ast.NodeVisitor):
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
         if isinstance(node.target, ast.Name):
-            self._read(node.target.id)
+            self._read(node.target.id, node.target)
             self.visit(node.value)
             self._bind(node.target.id)
         else:
@@ -245,7 +255,7 @@ class _ReadOrder(ast.NodeVisitor):
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         for expr in (*node.decorator_list, *node.bases, *(k.value for k in node.keywords)):
             self.visit(expr)
-        self.scopes.append(("class", _bound_names(node.body)))
+        self.scopes.append(("class", set()))
         for stmt in node.body:
             self.visit(stmt)
         self.scopes.pop()
@@ -447,6 +457,16 @@ def _accepted_keywords(fn: Callable[..., Any], n_positional: int) -> frozenset[s
     return result
 
 
+def _globals_with_provided(namespace: dict[str, Any]) -> Callable[[], Mapping[str, Any]]:
+    """``globals()`` as a block sees it: the notebook's names plus the decorators.
+
+    Mage's block template guards its imports with ``if 'data_loader' not in globals()``;
+    this keeps that guard false, so a pasted Mage block needs no ``mage_ai``.
+    """
+    provided = dict(PROVIDED)
+    return lambda: ChainMap(provided, namespace)
+
+
 def compile_body(
     source: str,
     name: str,
@@ -461,7 +481,8 @@ def compile_body(
     info = info or analyse(source, name, first_line=first_line)
     tree = _parse(source, name, first_line)
     taken = {"context", *upstream}
-    provided_names = tuple(n for n in PROVIDED if n in info.free_names and n not in taken)
+    loaded = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    provided_names = tuple(n for n in (*PROVIDED, "globals") if n in loaded and n not in taken)
     carried = tuple(
         n
         for n in info.free_names
@@ -521,7 +542,9 @@ def compile_body(
     code = compile(module, filename, "exec")
     scratch: dict[str, Any] = {}
     exec(code, namespace, scratch)
-    provided: tuple[Any, ...] = tuple(PROVIDED[n] for n in provided_names)
+    provided: tuple[Any, ...] = tuple(
+        PROVIDED[n] if n != "globals" else _globals_with_provided(namespace) for n in provided_names
+    )
     if carried:
         provided = (_UNBOUND, *provided)
     return CompiledBody(

@@ -400,7 +400,14 @@ class Run:
         if self._announce:
             self._completions.put((_STARTED, batch, time.time()))
         run_one = self._run_one
-        return (_DONE, [run_one(inst) for inst in batch])
+        results: list[tuple[Any, ...]] = []
+        try:
+            for inst in batch:
+                results.append(run_one(inst))
+        except KeyboardInterrupt:
+            # Ctrl-C (or a body raising KeyboardInterrupt) means "stop the run", on any thread.
+            self.cancel()
+        return (_DONE, results)
 
     def _run_one(self, inst: BlockRun) -> tuple[Any, ...]:
         state = inst.state
@@ -442,6 +449,9 @@ class Run:
         kind = message[0]
         if kind == _DONE:
             results = message[1]
+            if not results:
+                self._outstanding -= 1
+                return
             first = results[0]
             if len(results) == 1 and (first[0].status != RUNNING or first[0].attempts != first[1]):
                 return  # a timed-out attempt that finally returned: already accounted for

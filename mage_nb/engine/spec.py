@@ -201,8 +201,11 @@ def _spec_from_options(
     if ns.upstream is not None:
         for up in ns.upstream:
             _check_name(up, f"block {name!r}: --upstream")
-        if len(set(ns.upstream)) != len(ns.upstream):
-            raise HeaderError(f"block {name!r}: --upstream names a block twice")
+        repeated = sorted({up for up in ns.upstream if ns.upstream.count(up) > 1})
+        if repeated:
+            raise HeaderError(
+                f"block {name!r}: --upstream names {', '.join(map(repr, repeated))} twice"
+            )
         upstream = tuple(ns.upstream)
     return BlockSpec(
         kind=kind,
