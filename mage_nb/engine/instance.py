@@ -70,6 +70,7 @@ class BlockRun:
         "cause",
         "ended",
         "error",
+        "fanout",
         "fanouts",
         "inputs",
         "key",
@@ -102,6 +103,7 @@ class BlockRun:
         self.output: Any = None
         self.error: ErrorInfo | None = None
         self.cause: BlockRun | None = None
+        self.fanout: FanoutRecord | None = None  # the fan-out a dynamic instance made
         self.started: float | None = None
         self.ended: float | None = None
 

@@ -557,7 +557,12 @@ class Run:
         inst.status = COMPLETED
         inst.inputs = None
         inst.error = None
-        inst.output = value.values if state.fans_out_items else value
+        if state.fans_out_items:
+            inst.fanout = self._fanout_record(state, value, inst.uuid)
+            inst.output = value.values
+            value = (inst.fanout, value.values)
+        else:
+            inst.output = value
         self.events.instance_finished(run=self.record, instance=inst)
         self._emit(state, inst.key, inst.fanouts, ROW_OK, value, inst)
 
@@ -625,12 +630,20 @@ class Run:
         value: Any,
         origin: Any,
     ) -> list[Row]:
-        owner = getattr(origin, "uuid", "") or ""
         if row_state != ROW_OK:
             marker = EMPTY if row_state == ROW_GHOST else FAILED
-            record = FanoutRecord(state.name, owner, 0)
+            record = FanoutRecord(state.name, getattr(origin, "uuid", "") or "", 0)
             return [Row((*key, marker), (*fanouts, record), None, origin, row_state)]
-        items: Items = value
+        record, values = value
+        child_fanouts = (*fanouts, record)
+        if not values:
+            return [Row((*key, EMPTY), child_fanouts, None, origin, ROW_GHOST)]
+        if not state.downstream:
+            return []
+        return [Row((*key, j), child_fanouts, v, origin, ROW_OK) for j, v in enumerate(values)]
+
+    def _fanout_record(self, state: BlockState, items: Items, owner: str) -> FanoutRecord:
+        """Name a new fan-out's items (warning about renamed or truncated ones)."""
         size = len(items.values)
         suffixes, warnings = make_suffixes(items.names, size, state.name)
         for message in warnings:
@@ -641,15 +654,7 @@ class Run:
                 f"dynamic block {state.name!r} ({owner}) produced more than --max-children "
                 f"{state.block.spec.max_children} items; kept the first {size}{total}"
             )
-        record = FanoutRecord(state.name, owner, size, suffixes, items.metadata)
-        child_fanouts = (*fanouts, record)
-        if not size:
-            return [Row((*key, EMPTY), child_fanouts, None, origin, ROW_GHOST)]
-        if not state.downstream:
-            return []
-        return [
-            Row((*key, j), child_fanouts, v, origin, ROW_OK) for j, v in enumerate(items.values)
-        ]
+        return FanoutRecord(state.name, owner, size, suffixes, items.metadata)
 
     def _collect(
         self,
@@ -688,9 +693,10 @@ class Run:
         try:
             value = reduce_all(state.reducer(), [m[2] for m in ok])  # type: ignore[misc]
             if state.block.dynamic:
-                value = normalise(
+                items = normalise(
                     value, state.name, max_children=spec.max_children, on_overflow=spec.on_overflow
                 )
+                value = (self._fanout_record(state, items, uuid), items.values)
         except Exception as exc:
             error = ErrorInfo.from_exception(exc)
             error = ErrorInfo(
