@@ -1,7 +1,5 @@
 """``python -m mage_nb``: the same as the ``mage-nb`` command."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

@@ -10,15 +10,15 @@ runs in a shell, while magics, which need a kernel, are skipped with a warning (
 from __future__ import annotations
 
 import builtins
+import json
 import linecache
+import re
 import subprocess
 import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import nbformat
 
 from .engine.errors import HeaderError, PipelineError, PreludeError
 from .engine.spec import BlockSpec, parse_header, split_block_cell
@@ -47,21 +47,47 @@ class Notebook:
         return self.path.stem
 
 
+def _read_cells(path: Path) -> list[dict[str, Any]]:
+    """The cells of a notebook file.
+
+    Version 4 files (every current Jupyter) are read as the JSON they are: importing
+    nbformat's validator costs most of a second of start-up. Older versions go through
+    nbformat's converter.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError(f"no such notebook: {path}") from None
+    except OSError as exc:
+        raise PipelineError(f"cannot read notebook {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise PipelineError(f"cannot read notebook {path}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells", []), list):
+        raise PipelineError(f"cannot read notebook {path}: not a Jupyter notebook")
+    if data.get("nbformat") == 4:
+        return [c for c in data.get("cells", []) if isinstance(c, dict)]
+    import nbformat
+
+    try:
+        return list(nbformat.reads(text, as_version=4).cells)
+    except Exception as exc:  # nbformat raises several kinds for a broken file
+        raise PipelineError(f"cannot read notebook {path}: {exc}") from None
+
+
 def load_notebook(path: str | Path) -> Notebook:
     """Read an ``.ipynb``; raise ``PipelineError`` for a file or header that cannot be read."""
     path = Path(path)
-    try:
-        nb = nbformat.read(path, as_version=4)
-    except FileNotFoundError:
-        raise PipelineError(f"no such notebook: {path}") from None
-    except Exception as exc:  # nbformat raises several kinds for a broken file
-        raise PipelineError(f"cannot read notebook {path}: {exc}") from None
+    cells = _read_cells(path)
     specs: list[BlockSpec] = []
     prelude: list[PreludeCell] = []
-    for number, cell in enumerate(nb.cells, start=1):
-        if cell.cell_type != "code":
+    for number, cell in enumerate(cells, start=1):
+        if cell.get("cell_type") != "code":
             continue
-        source = cell.source
+        source = cell.get("source", "")
+        if isinstance(source, list):
+            source = "".join(source)
         origin = f"cell {number}"
         split = split_block_cell(source)
         if split is not None:
@@ -105,26 +131,41 @@ class HeadlessShell:
         return done.stdout.splitlines() if split else done.stdout
 
 
-def new_namespace() -> dict[str, Any]:
-    """The namespace a headless notebook's prelude and blocks share."""
+def _display(*objs: Any, **kwargs: Any) -> Any:
+    """IPython's ``display``, imported only when a headless run first calls it."""
     from IPython.display import display
 
-    return {"__name__": "__main__", "__builtins__": builtins, "display": display}
+    return display(*objs, **kwargs)
+
+
+def new_namespace() -> dict[str, Any]:
+    """The namespace a headless notebook's prelude and blocks share."""
+    return {"__name__": "__main__", "__builtins__": builtins, "display": _display}
+
+
+# Lines IPython would translate: magics, shell escapes, help (obj?), and `x = !cmd`.
+_IPYTHON_SYNTAX = re.compile(r"^\s*[%!]|^\s*\w+\s*=\s*[%!]|\?\s*$", re.M)
+
+
+def _translate(source: str) -> str:
+    """Plain Python stays as it is; IPython syntax goes through IPython's own transformer."""
+    if not _IPYTHON_SYNTAX.search(source):
+        return source
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return str(TransformerManager().transform_cell(source))
 
 
 def run_prelude(notebook: Notebook, namespace: dict[str, Any]) -> list[str]:
     """Run the plain cells into ``namespace``; return warnings; raise ``PreludeError``."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
     warnings: list[str] = []
     shell = HeadlessShell(warnings)
     namespace.setdefault("get_ipython", lambda: shell)
-    transformer = TransformerManager()
     for cell in notebook.prelude:
         shell.cell = cell.number
         filename = f"<cell {cell.number}>"
         try:
-            code_text = transformer.transform_cell(cell.source)
+            code_text = _translate(cell.source)
             linecache.cache[filename] = (len(code_text), None, code_text.splitlines(True), filename)
             code = compile(code_text, filename, "exec")
         except SyntaxError as exc:

@@ -76,6 +76,7 @@ class BlockRun:
         "key",
         "origins",
         "output",
+        "reused",
         "started",
         "state",
         "status",
@@ -104,6 +105,7 @@ class BlockRun:
         self.error: ErrorInfo | None = None
         self.cause: BlockRun | None = None
         self.fanout: FanoutRecord | None = None  # the fan-out a dynamic instance made
+        self.reused = False  # its result was taken from an earlier run
         self.started: float | None = None
         self.ended: float | None = None
 

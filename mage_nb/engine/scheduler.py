@@ -37,7 +37,7 @@ import queue
 import time
 import uuid as _uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from .code import CompiledBody, compile_body
@@ -94,7 +94,7 @@ class Row:
 class GroupResult:
     """The closing of one fan-out by a reduce: what the consumer was reduced from."""
 
-    __slots__ = ("cause", "error", "failed_uuids", "ok", "reduced_from", "uuid")
+    __slots__ = ("cause", "error", "failed_uuids", "ok", "reduced_from", "reused", "uuid")
 
     def __init__(
         self,
@@ -105,6 +105,7 @@ class GroupResult:
         cause: BlockRun | None = None,
     ):
         self.ok = error is None and cause is None
+        self.reused = False  # every member was reused from an earlier run
         self.uuid = uuid
         self.reduced_from = reduced_from
         self.failed_uuids = failed_uuids
@@ -144,6 +145,7 @@ class BlockState:
         self.downstream: list[tuple[_Joiner, int]] = []
         self.joiner: _Joiner | None = None
         self.groups: dict[tuple[int, ...], _Group] = {}
+        self.memo: Mapping[tuple[int, ...], BlockRun] | None = None
         self.batch_cap = 4
 
     def __repr__(self) -> str:
@@ -258,17 +260,26 @@ class Run:
         executor: Executor | None = None,
         listeners: list[RunListener] | tuple[RunListener, ...] = (),
         run_id: str | None = None,
+        blocks: Collection[str] | None = None,
+        memo: Mapping[str, Mapping[tuple[int, ...], BlockRun]] | None = None,
     ):
+        """``blocks`` limits the run to those blocks (with every ancestor they need);
+        ``memo`` gives, per block, completed instances of an earlier run by key: an instance
+        whose key is found there is not run again, its output is reused."""
         self.pipeline = pipeline
         self.namespace = namespace
         self.params = dict(params or {})
         self._own_executor = executor is None
         self.executor: Executor = executor if executor is not None else ThreadExecutor()
         self.events = EventHub(listeners)
-        self.states = [self._prepare(block) for block in pipeline]
+        selected = _with_ancestors(pipeline, blocks) if blocks is not None else None
+        self.states = [
+            self._prepare(block) for block in pipeline if selected is None or block.name in selected
+        ]
         by_name = {s.name: s for s in self.states}
         for state in self.states:
             block = state.block
+            state.memo = (memo or {}).get(block.name)
             if block.upstream:
                 scopes = [pipeline[u].out_scope for u in block.upstream]
                 state.joiner = _Joiner(self, state, scopes)
@@ -527,6 +538,11 @@ class Run:
             uuid = name + "".join(":" + f.suffix(k) for f, k in zip(fanouts, key) if k >= 0)
         inst = BlockRun(state, key, fanouts, uuid, inputs, origins)
         state.instances.append(inst)
+        if row_state == ROW_OK and state.memo is not None:
+            earlier = state.memo.get(key)
+            if earlier is not None and earlier.status == COMPLETED and _all_reused(origins):
+                self._reuse(inst, earlier)
+                return
         if row_state == ROW_OK:
             self.events.instance_created(run=self.record, instance=inst)
             state.ready.append(inst)
@@ -565,6 +581,20 @@ class Run:
             inst.output = value
         self.events.instance_finished(run=self.record, instance=inst)
         self._emit(state, inst.key, inst.fanouts, ROW_OK, value, inst)
+
+    def _reuse(self, inst: BlockRun, earlier: BlockRun) -> None:
+        """Take an earlier run's result for this instance instead of running it."""
+        inst.inputs = None
+        inst.status = COMPLETED
+        inst.attempts = earlier.attempts
+        inst.started, inst.ended = earlier.started, earlier.ended
+        inst.output = earlier.output
+        inst.fanout = earlier.fanout
+        inst.reused = True
+        self.events.instance_created(run=self.record, instance=inst)
+        self.events.instance_finished(run=self.record, instance=inst)
+        value = (inst.fanout, inst.output) if inst.state.fans_out_items else inst.output
+        self._emit(inst.state, inst.key, inst.fanouts, ROW_OK, value, inst)
 
     def _fail(self, inst: BlockRun, error: ErrorInfo) -> None:
         state = inst.state
@@ -713,9 +743,9 @@ class Run:
                 GroupResult(uuid, reduced_from, failed, error),
             )
             return
-        self._hand_down(
-            state, prefix, fanouts, ROW_OK, value, GroupResult(uuid, reduced_from, failed)
-        )
+        result = GroupResult(uuid, reduced_from, failed)
+        result.reused = not failed and all(getattr(m[3], "reused", False) for m in members)
+        self._hand_down(state, prefix, fanouts, ROW_OK, value, result)
 
     # -- ending ------------------------------------------------------------------------------
     def _warn(self, message: str) -> None:
@@ -745,6 +775,22 @@ class Run:
                 if inst.status != COMPLETED:
                     return FAILED_STATUS
         return COMPLETED
+
+
+def _with_ancestors(pipeline: Pipeline, names: Collection[str]) -> set[str]:
+    wanted: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name not in wanted:
+            wanted.add(name)
+            stack.extend(pipeline[name].upstream)
+    return wanted
+
+
+def _all_reused(origins: tuple[Any, ...]) -> bool:
+    """An earlier result stands only if every input it was computed from was reused too."""
+    return all(getattr(o, "reused", False) for o in origins)
 
 
 def _is_broken(origin: Any) -> bool:
