@@ -29,6 +29,14 @@ from .runner import run_notebook
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext mage_nb``: the block cell magics and ``%pipeline``."""
+    from .magics import load
+
+    load(ipython)
+
+
 __all__ = [
     "BlockRun",
     "Context",

@@ -67,6 +67,7 @@ class BlockRun:
 
     __slots__ = (
         "attempts",
+        "captured",
         "cause",
         "ended",
         "error",
@@ -106,6 +107,7 @@ class BlockRun:
         self.cause: BlockRun | None = None
         self.fanout: FanoutRecord | None = None  # the fan-out a dynamic instance made
         self.reused = False  # its result was taken from an earlier run
+        self.captured: Any = None  # stdout/stderr/displays, when the run captures them
         self.started: float | None = None
         self.ended: float | None = None
 

@@ -38,7 +38,7 @@ import time
 import uuid as _uuid
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from .code import CompiledBody, compile_body
 from .dag import Block, Pipeline
@@ -71,6 +71,14 @@ _MAX_BATCH = 512
 _GC_YOUNG_THRESHOLD = 10_000
 
 
+class OutputCapture(Protocol):
+    """Records what one instance prints or displays, on whichever thread runs it."""
+
+    def begin(self, instance: BlockRun) -> Any: ...
+
+    def end(self, token: Any) -> Any: ...
+
+
 class Row:
     """What one finished instance (or one item of a fan-out) hands down."""
 
@@ -94,7 +102,7 @@ class Row:
 class GroupResult:
     """The closing of one fan-out by a reduce: what the consumer was reduced from."""
 
-    __slots__ = ("cause", "error", "failed_uuids", "ok", "reduced_from", "reused", "uuid")
+    __slots__ = ("cause", "error", "failed_uuids", "ok", "reduced_from", "reused", "uuid", "value")
 
     def __init__(
         self,
@@ -106,6 +114,7 @@ class GroupResult:
     ):
         self.ok = error is None and cause is None
         self.reused = False  # every member was reused from an earlier run
+        self.value: Any = None  # what the consumers received
         self.uuid = uuid
         self.reduced_from = reduced_from
         self.failed_uuids = failed_uuids
@@ -262,10 +271,12 @@ class Run:
         run_id: str | None = None,
         blocks: Collection[str] | None = None,
         memo: Mapping[str, Mapping[tuple[int, ...], BlockRun]] | None = None,
+        capture: OutputCapture | None = None,
     ):
         """``blocks`` limits the run to those blocks (with every ancestor they need);
         ``memo`` gives, per block, completed instances of an earlier run by key: an instance
-        whose key is found there is not run again, its output is reused."""
+        whose key is found there is not run again, its output is reused. ``capture`` records
+        what each instance prints or displays (``BlockRun.captured``)."""
         self.pipeline = pipeline
         self.namespace = namespace
         self.params = dict(params or {})
@@ -295,6 +306,8 @@ class Run:
         self._cancel_requested = False
         self._cancelled = False
         self._announce = any(s.timeout for s in self.states)
+        self.capture = capture
+        self._runner = self._run_one if capture is None else self._run_captured
 
     def _prepare(self, block: Block) -> BlockState:
         spec = block.spec
@@ -410,7 +423,7 @@ class Run:
         """Runs on a worker: execute each instance, catch its errors, time it."""
         if self._announce:
             self._completions.put((_STARTED, batch, time.time()))
-        run_one = self._run_one
+        run_one = self._runner
         results: list[tuple[Any, ...]] = []
         try:
             for inst in batch:
@@ -433,7 +446,7 @@ class Run:
                 value = normalise(
                     value, state.name, max_children=spec.max_children, on_overflow=spec.on_overflow
                 )
-            return (inst, attempt, True, value, started, time.time())
+            return (inst, attempt, True, value, started, time.time(), None)
         except KeyboardInterrupt:
             raise
         except FanoutError as exc:
@@ -444,10 +457,22 @@ class Run:
                 ErrorInfo(type(exc).__name__, str(exc)),
                 started,
                 time.time(),
+                None,
             )
         except BaseException as exc:
             error = ErrorInfo.from_exception(exc, block_file=state.filename)
-            return (inst, attempt, False, error, started, time.time())
+            return (inst, attempt, False, error, started, time.time(), None)
+
+    def _run_captured(self, inst: BlockRun) -> tuple[Any, ...]:
+        """``_run_one`` with the instance's stdout, stderr and displays captured."""
+        capture = self.capture
+        token = capture.begin(inst)  # type: ignore[union-attr]
+        captured = None
+        try:
+            result = self._run_one(inst)
+        finally:
+            captured = capture.end(token)  # type: ignore[union-attr]
+        return (*result[:6], captured)
 
     def _keywords(self, inst: BlockRun, context: Context) -> dict[str, Any]:
         keywords: dict[str, Any] = {**self.params, **inst.metadata}
@@ -474,9 +499,11 @@ class Run:
             elapsed = results[-1][5] - first[4]
             per = max(elapsed / len(results), 1e-7)
             state.batch_cap = max(1, min(_MAX_BATCH, int(_TARGET_BATCH_SECONDS / per)))
-            for inst, attempt, ok, payload, started, ended in results:
+            for inst, attempt, ok, payload, started, ended, captured in results:
                 if inst.status != RUNNING or inst.attempts != attempt:
                     continue
+                if captured is not None:
+                    inst.captured = captured
                 if inst.started is None:
                     inst.started = started
                 inst.ended = ended
@@ -590,6 +617,7 @@ class Run:
         inst.started, inst.ended = earlier.started, earlier.ended
         inst.output = earlier.output
         inst.fanout = earlier.fanout
+        inst.captured = earlier.captured
         inst.reused = True
         self.events.instance_created(run=self.record, instance=inst)
         self.events.instance_finished(run=self.record, instance=inst)
@@ -744,6 +772,7 @@ class Run:
             )
             return
         result = GroupResult(uuid, reduced_from, failed)
+        result.value = value
         result.reused = not failed and all(getattr(m[3], "reused", False) for m in members)
         self._hand_down(state, prefix, fanouts, ROW_OK, value, result)
 
@@ -775,6 +804,28 @@ class Run:
                 if inst.status != COMPLETED:
                     return FAILED_STATUS
         return COMPLETED
+
+
+def inputs_of(run: BlockRun) -> tuple[Any, ...]:
+    """The inputs an instance received, rebuilt from what its upstreams kept.
+
+    Instances drop their inputs once they finish (memory); debugging one instance by hand
+    (``%pipeline inputs``) needs them back.
+    """
+    values: list[Any] = []
+    for origin in run.origins or ():
+        if isinstance(origin, GroupResult):
+            value = origin.value
+        elif isinstance(origin, BlockRun):
+            value = (origin.fanout, origin.output) if origin.fanout is not None else origin.output
+        else:
+            value = None
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], FanoutRecord):
+            record, items = value
+            position = next(i for i, f in enumerate(run.fanouts) if f is record)
+            value = items[run.key[position]]
+        values.append(value)
+    return tuple(values)
 
 
 def _with_ancestors(pipeline: Pipeline, names: Collection[str]) -> set[str]:

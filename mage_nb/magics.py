@@ -1,0 +1,306 @@
+"""The kernel adapter: ``%%block`` (and its aliases) and ``%pipeline``.
+
+Thin by design: headers are parsed by the engine's parser, runs go through ``Session``, the
+run tree is the widget fed by engine events. Usage errors are ``UsageError``s with one line;
+errors in block code fail their instance (shown in the run tree and below the cell) and never
+leave the kernel unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.display import display
+
+from . import capture
+from .engine.errors import PipelineError
+from .engine.events import RunListener
+from .engine.executors import Executor, SyncExecutor, ThreadExecutor
+from .engine.instance import COMPLETED, FAILED
+from .engine.record import PipelineRun
+from .engine.spec import parse_header
+from .session import Session
+from .summary import format_summary
+
+#: Failed instances whose traceback is printed under the cell (the rest are in the tree).
+SHOWN_FAILURES = 3
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _subcommand(name: str, *arguments: tuple[tuple[str, ...], dict[str, Any]]) -> _ArgumentParser:
+    parser = _ArgumentParser(prog=f"%pipeline {name}", add_help=False)
+    for flags, options in arguments:
+        parser.add_argument(*flags, **options)
+    return parser
+
+
+_RUN_OPTIONS = (
+    (("--executor",), {"choices": ("threads", "sync"), "default": "threads"}),
+    (("--max-workers",), {"type": int, "default": None}),
+    (("--param",), {"action": "append", "default": [], "metavar": "KEY=VALUE"}),
+)
+
+
+@magics_class
+class PipelineMagics(Magics):
+    """Registers blocks and runs them; one ``Session`` per kernel."""
+
+    def __init__(self, shell: Any):
+        super().__init__(shell)
+        self.session = Session(shell.user_ns)
+        self.capture = capture.InstanceCapture(shell)
+        self.show_widget = True
+        self._cell_id: str | None = None
+        self._background: threading.Thread | None = None
+        shell.events.register("pre_run_cell", self._remember_cell)
+        self._routes: dict[str, Callable[[list[str]], Any]] = {
+            "run": self._run_all,
+            "graph": self._graph,
+            "status": self._status,
+            "retry": self._retry,
+            "rerun": self._rerun,
+            "inputs": self._inputs,
+            "reset": self._reset,
+            "forget": self._forget,
+            "stop": self._stop,
+            "export": self._export,
+        }
+
+    def _remember_cell(self, info: Any = None) -> None:
+        self._cell_id = getattr(info, "cell_id", None) or None
+
+    # -- block cells -------------------------------------------------------------------------
+    @cell_magic
+    def block(self, line: str, cell: str) -> Any:
+        """%%block KIND NAME [options]: a pipeline block (KIND: loader, transformer, exporter, custom, sql)."""
+        return self._block_cell("block", line, cell)
+
+    @cell_magic
+    def loader(self, line: str, cell: str) -> Any:
+        """%%loader NAME [options]: same as %%block loader NAME."""
+        return self._block_cell("loader", line, cell)
+
+    @cell_magic
+    def transformer(self, line: str, cell: str) -> Any:
+        """%%transformer NAME [options]: same as %%block transformer NAME."""
+        return self._block_cell("transformer", line, cell)
+
+    @cell_magic
+    def exporter(self, line: str, cell: str) -> Any:
+        """%%exporter NAME [options]: same as %%block exporter NAME."""
+        return self._block_cell("exporter", line, cell)
+
+    def _block_cell(self, magic: str, line: str, cell: str) -> Any:
+        try:
+            spec = parse_header(f"%%{magic} {line}", source=cell)
+            notes = self.session.register(spec, self._cell_id)
+        except PipelineError as exc:
+            raise UsageError(str(exc)) from None
+        for note in notes:
+            print(note, file=sys.stderr)
+        if spec.no_run:
+            print(f"registered block {spec.name!r} (not run: --no-run)")
+            return None
+        record = self._execute([spec.name])
+        runs = list(record.instances(spec.name))
+        if len(runs) == 1 and runs[0].status == COMPLETED and not runs[0].key:
+            return runs[0].output
+        return None
+
+    # -- runs --------------------------------------------------------------------------------
+    def _executor(self, name: str = "threads", workers: int | None = None) -> Executor:
+        return SyncExecutor() if name == "sync" else ThreadExecutor(workers)
+
+    def _listeners(self) -> tuple[list[RunListener], Any]:
+        if not self.show_widget:
+            return [], None
+        from .widget import RunTree
+        from .widget.feed import WidgetFeed
+
+        widget = RunTree()
+        widget.stop_callback = self.session.cancel
+        display(widget)
+        return [WidgetFeed(widget)], widget
+
+    def _execute(
+        self,
+        targets: list[str] | None,
+        *,
+        fresh: bool = False,
+        memo: Any = None,
+        executor: Executor | None = None,
+    ) -> PipelineRun:
+        capture.ensure_routed(self.shell)
+        prepared: list[Any] = []
+        listeners, widget = self._listeners()
+        try:
+            record = self.session.run(
+                targets,
+                fresh=fresh,
+                memo=memo,
+                executor=executor,
+                listeners=listeners,
+                capture=self.capture,
+                prepared=prepared,
+            )
+        except PipelineError as exc:
+            raise UsageError(str(exc)) from None
+        if widget is not None:
+            widget.attach(record)
+        self._report_failures(record)
+        return record
+
+    @staticmethod
+    def _report_failures(record: PipelineRun) -> None:
+        failed = [r for r in record.instances() if r.status == FAILED]
+        for r in failed[:SHOWN_FAILURES]:
+            print(f"✗ {r.uuid} failed (attempt {r.attempts}):", file=sys.stderr)
+            if r.error is not None:
+                print(r.error.traceback or r.error.line(), file=sys.stderr)
+        if len(failed) > SHOWN_FAILURES:
+            print(
+                f"… and {len(failed) - SHOWN_FAILURES} more failed instances (see the run tree)",
+                file=sys.stderr,
+            )
+        if record.status == "cancelled":
+            print(f"run {record.run_id} cancelled", file=sys.stderr)
+
+    # -- %pipeline ---------------------------------------------------------------------------
+    @line_magic
+    def pipeline(self, line: str) -> Any:
+        """%pipeline run|graph|status|retry|rerun UUID|inputs UUID|reset|forget NAME|stop|export."""
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%pipeline: {exc}") from None
+        if not words or words[0] not in self._routes:
+            raise UsageError(f"%pipeline: expected one of {', '.join(self._routes)}")
+        return self._routes[words[0]](words[1:])
+
+    def _parse_params(self, pairs: list[str]) -> None:
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise UsageError(f"%pipeline run: --param expects KEY=VALUE, got {pair!r}")
+            self.session.params[key] = value
+
+    def _run_all(self, args: list[str]) -> Any:
+        parser = _subcommand("run", *_RUN_OPTIONS, (("--background",), {"action": "store_true"}))
+        ns = parser.parse_args(args)
+        self._parse_params(ns.param)
+        executor = self._executor(ns.executor, ns.max_workers)
+        if not ns.background:
+            self._execute(None, fresh=True, executor=executor)
+            return None
+        if self._background is not None and self._background.is_alive():
+            raise UsageError(
+                "%pipeline run --background: a run is already going on (%pipeline stop)"
+            )
+        listeners, widget = self._listeners()
+
+        def work() -> None:
+            record = self.session.run(
+                None, fresh=True, executor=executor, listeners=listeners, capture=self.capture
+            )
+            if widget is not None:
+                widget.attach(record)
+
+        capture.ensure_routed(self.shell)
+        self._background = threading.Thread(target=work, name="mage_nb-run", daemon=True)
+        self._background.start()
+        return None
+
+    def _stop(self, args: list[str]) -> None:
+        self.session.cancel()
+
+    def _retry(self, args: list[str]) -> None:
+        _subcommand("retry").parse_args(args)
+        last = self._last()
+        self._execute(last.blocks, memo=self.session.memo_of_last_results())
+
+    def _rerun(self, args: list[str]) -> None:
+        ns = _subcommand("rerun", (("uuid",), {})).parse_args(args)
+        last = self._last()
+        try:
+            self.session.find(ns.uuid)
+        except PipelineError as exc:
+            raise UsageError(str(exc)) from None
+        self._execute(last.blocks, memo=self.session.memo_of_last_results(without=ns.uuid))
+
+    def _inputs(self, args: list[str]) -> None:
+        ns = _subcommand("inputs", (("uuid",), {})).parse_args(args)
+        try:
+            bound = self.session.bind_inputs(ns.uuid)
+        except PipelineError as exc:
+            raise UsageError(str(exc)) from None
+        names = ", ".join(bound)
+        print(f"bound {names} as the inputs of {ns.uuid}; run its body in a cell to debug it")
+
+    def _status(self, args: list[str]) -> None:
+        _subcommand("status").parse_args(args)
+        try:
+            stale = self.session.stale()
+        except PipelineError as exc:
+            raise UsageError(str(exc)) from None
+        if self.session.last_run is not None:
+            print(format_summary(self.session.last_run))
+        else:
+            print("no run yet")
+        if stale:
+            print(f"stale or not yet run: {', '.join(stale)}")
+
+    def _reset(self, args: list[str]) -> None:
+        _subcommand("reset").parse_args(args)
+        self.session.reset()
+
+    def _forget(self, args: list[str]) -> None:
+        ns = _subcommand("forget", (("name",), {})).parse_args(args)
+        try:
+            self.session.forget(ns.name)
+        except PipelineError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _graph(self, args: list[str]) -> Any:
+        ns = _subcommand("graph", (("--expanded",), {"action": "store_true"})).parse_args(args)
+        from . import graph
+
+        try:
+            if ns.expanded:
+                dot = graph.run_dot(self._last())
+            else:
+                dot = graph.pipeline_dot(self.session.pipeline())
+        except PipelineError as exc:
+            raise UsageError(str(exc)) from None
+        svg = graph.render_svg(dot)
+        if svg is not None:
+            from IPython.display import SVG
+
+            return SVG(svg)
+        print(dot)
+        return None
+
+    def _export(self, args: list[str]) -> None:
+        raise UsageError("%pipeline export is not available in this version yet")
+
+    def _last(self) -> PipelineRun:
+        if self.session.last_run is None:
+            raise UsageError("no pipeline run yet: run a block cell or %pipeline run first")
+        return self.session.last_run
+
+
+def load(shell: Any) -> PipelineMagics:
+    magics = PipelineMagics(shell)
+    shell.register_magics(magics)
+    capture.install(shell)
+    return magics
