@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -105,10 +106,89 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--tree", action="store_true", help="also print every instance, nested by lineage"
     )
-    for name in ("export", "graph"):
+    for name in ("export",):
         later = sub.add_parser(name, help=f"{name} (not available in this version yet)")
         later.add_argument("args", nargs="*")
+    _add_graph_parser(sub)
     return parser
+
+
+# -- mage-nb graph ----------------------------------------------------------------------------
+def _add_graph_parser(sub: Any) -> None:
+    graph = sub.add_parser("graph", help="draw the DAG (or, with --expanded, a run) as DOT or SVG")
+    graph.add_argument("notebook")
+    graph.add_argument(
+        "--expanded",
+        action="store_true",
+        help="run the notebook headless first and draw its instances",
+    )
+    graph.add_argument(
+        "-o", "--output", metavar="FILE", help="write FILE.dot (DOT) or FILE.svg (needs `dot`)"
+    )
+    graph.add_argument(
+        "--limit",
+        type=int,
+        default=20,
+        metavar="N",
+        help="instances shown per block with --expanded (the rest are counted; default 20)",
+    )
+
+
+def _graph_command(args: argparse.Namespace) -> int:
+    """``mage-nb graph``: DOT on stdout, or a .dot/.svg file; 2 if nothing could be drawn."""
+    import contextlib
+
+    from . import graph
+
+    output: str | None = args.output
+    fmt = "dot"
+    if output is not None:
+        fmt = os.path.splitext(output)[1].lower().lstrip(".")
+        if fmt == "gv":
+            fmt = "dot"
+        if fmt not in ("dot", "svg"):
+            print(f"mage-nb: error: -o {output}: expected a .dot or .svg file", file=sys.stderr)
+            return 2
+        if fmt == "svg" and shutil.which("dot") is None:
+            print(
+                "mage-nb: error: writing SVG needs Graphviz's `dot` program, which is not "
+                "installed (install graphviz, or write a .dot file)",
+                file=sys.stderr,
+            )
+            return 2
+    if args.limit < 1:
+        print("mage-nb: error: --limit must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        if args.expanded:
+            # Whatever the blocks print must not end up in the DOT on stdout.
+            with contextlib.redirect_stdout(sys.stderr):
+                record = run_notebook(args.notebook)
+            source = graph.run_dot(record, limit=args.limit)
+            if record.status != COMPLETED:
+                print(f"mage-nb graph: run {record.run_id} {record.status}", file=sys.stderr)
+        else:
+            from .engine.dag import Pipeline
+            from .notebook import load_notebook
+
+            source = graph.pipeline_dot(Pipeline(load_notebook(args.notebook).specs))
+    except PipelineError as exc:
+        print(f"mage-nb: error: {exc}", file=sys.stderr)
+        return 2
+    if output is None:
+        sys.stdout.write(source)
+        return 0
+    text = source if fmt == "dot" else graph.render_svg(source)
+    if text is None:  # `dot` went away since the check
+        print("mage-nb: error: Graphviz's `dot` program is not installed", file=sys.stderr)
+        return 2
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        print(f"mage-nb: error: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _depths(path: str) -> dict[str, int]:
@@ -121,6 +201,8 @@ def _depths(path: str) -> dict[str, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "graph":
+        return _graph_command(args)
     if args.command != "run":
         print(f"mage-nb {args.command}: not available in this version yet", file=sys.stderr)
         return 2
