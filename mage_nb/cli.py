@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from .engine.errors import PipelineError
 from .engine.events import RunListener
@@ -66,6 +66,38 @@ class ProgressBar(RunListener):
         self._refresh()
         if self.bar is not None:
             self.bar.close()
+
+
+class EchoOutput(RunListener):
+    """Writes what each instance printed in one piece when it finishes.
+
+    Instances run on several threads; their prints are captured per instance (see
+    ``mage_nb.capture``) so that two siblings' lines never interleave mid-line.
+    """
+
+    def __init__(self, stdout: TextIO, progress: ProgressBar | None = None):
+        self.stdout = stdout
+        self.progress = progress
+
+    def instance_finished(self, *, run: PipelineRun, instance: Any) -> None:
+        captured = instance.captured
+        if not captured:
+            return
+        for text, stream in ((captured.stdout, self.stdout), (captured.stderr, sys.stderr)):
+            if text:
+                bar = self.progress.bar if self.progress is not None else None
+                if bar is not None and stream is sys.stderr:
+                    bar.write(text.rstrip("\n"), file=stream)
+                else:
+                    stream.write(text)
+                    stream.flush()
+
+
+def _capturing(stdout: TextIO, progress: ProgressBar | None = None) -> tuple[Any, EchoOutput]:
+    from .capture import InstanceCapture, install
+
+    install()
+    return InstanceCapture(), EchoOutput(stdout, progress)
 
 
 def _params(pairs: Sequence[str]) -> dict[str, str]:
@@ -136,7 +168,6 @@ def _add_graph_parser(sub: Any) -> None:
 
 def _graph_command(args: argparse.Namespace) -> int:
     """``mage-nb graph``: DOT on stdout, or a .dot/.svg file; 2 if nothing could be drawn."""
-    import contextlib
 
     from . import graph
 
@@ -162,8 +193,8 @@ def _graph_command(args: argparse.Namespace) -> int:
     try:
         if args.expanded:
             # Whatever the blocks print must not end up in the DOT on stdout.
-            with contextlib.redirect_stdout(sys.stderr):
-                record = run_notebook(args.notebook)
+            capture, echo = _capturing(sys.stderr)
+            record = run_notebook(args.notebook, listeners=[echo], capture=capture)
             source = graph.run_dot(record, limit=args.limit)
             if record.status != COMPLETED:
                 print(f"mage-nb graph: run {record.run_id} {record.status}", file=sys.stderr)
@@ -209,7 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_workers is not None and args.max_workers < 1:
         print("mage-nb: error: --max-workers must be at least 1", file=sys.stderr)
         return 2
-    listeners: list[RunListener] = [] if args.no_progress else [ProgressBar()]
+    progress = None if args.no_progress else ProgressBar()
+    capture, echo = _capturing(sys.stdout, progress)
+    listeners: list[RunListener] = [echo] if progress is None else [progress, echo]
     try:
         record = run_notebook(
             args.notebook,
@@ -217,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             executor=args.executor,
             max_workers=args.max_workers,
             listeners=listeners,
+            capture=capture,
         )
     except PipelineError as exc:
         print(f"mage-nb: error: {exc}", file=sys.stderr)

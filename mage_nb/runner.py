@@ -17,7 +17,7 @@ from .engine.errors import PipelineError
 from .engine.events import RunListener
 from .engine.executors import Executor, SyncExecutor, ThreadExecutor
 from .engine.record import PipelineRun
-from .engine.scheduler import Run
+from .engine.scheduler import OutputCapture, Run
 from .notebook import load_notebook, new_namespace, run_prelude
 
 EXECUTOR_NAMES = ("threads", "sync", "processes", "dask")
@@ -48,6 +48,7 @@ def run_notebook(
     max_workers: int | None = None,
     listeners: Iterable[RunListener] = (),
     run_id: str | None = None,
+    capture: OutputCapture | None = None,
 ) -> PipelineRun:
     """Run every block of a notebook headless and return the run record.
 
@@ -67,6 +68,7 @@ def run_notebook(
             executor=chosen,
             listeners=list(listeners),
             run_id=run_id,
+            capture=capture,
         )
         run.record.warnings.extend(warnings)
         return run.execute()
