@@ -142,7 +142,6 @@ class PipelineMagics(Magics):
         executor: Executor | None = None,
     ) -> PipelineRun:
         capture.ensure_routed(self.shell)
-        prepared: list[Any] = []
         listeners, widget = self._listeners()
         try:
             record = self.session.run(
@@ -152,7 +151,6 @@ class PipelineMagics(Magics):
                 executor=executor,
                 listeners=listeners,
                 capture=self.capture,
-                prepared=prepared,
             )
         except PipelineError as exc:
             raise UsageError(str(exc)) from None
@@ -208,15 +206,19 @@ class PipelineMagics(Magics):
                 "%pipeline run --background: a run is already going on (%pipeline stop)"
             )
         listeners, widget = self._listeners()
-
-        def work() -> None:
-            record = self.session.run(
+        capture.ensure_routed(self.shell)
+        try:
+            run = self.session.start(
                 None, fresh=True, executor=executor, listeners=listeners, capture=self.capture
             )
+        except PipelineError as exc:
+            raise UsageError(str(exc)) from None
+
+        def work() -> None:
+            record = self.session.complete(run)
             if widget is not None:
                 widget.attach(record)
 
-        capture.ensure_routed(self.shell)
         self._background = threading.Thread(target=work, name="mage_nb-run", daemon=True)
         self._background.start()
         return None
@@ -236,7 +238,12 @@ class PipelineMagics(Magics):
             self.session.find(ns.uuid)
         except PipelineError as exc:
             raise UsageError(str(exc)) from None
-        self._execute(last.blocks, memo=self.session.memo_of_last_results(without=ns.uuid))
+        try:
+            targets = self.session.downstream_of(ns.uuid.split(":", 1)[0])
+        except PipelineError as exc:
+            raise UsageError(str(exc)) from None
+        targets += [b for b in last.blocks if b not in targets]
+        self._execute(targets, memo=self.session.memo_of_last_results(without=ns.uuid))
 
     def _inputs(self, args: list[str]) -> None:
         ns = _subcommand("inputs", (("uuid",), {})).parse_args(args)

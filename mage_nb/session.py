@@ -80,6 +80,8 @@ class Session:
         self._order = itertools.count()
         self._lock = threading.Lock()
         self._pipeline: Pipeline | None = None
+        self._versions: dict[str, str] = {}
+        self._owned_executor = False
 
     # -- blocks ------------------------------------------------------------------------------
     def register(self, spec: BlockSpec, cell_id: str | None = None) -> list[str]:
@@ -103,9 +105,9 @@ class Session:
         owner = self.blocks.get(spec.name)
         if owner is not None and cell_id and owner.cell_id and owner.cell_id != cell_id:
             raise GraphError(
-                f"block {spec.name!r} is already defined by another cell; a block NAME must be "
-                "unique in the notebook (rename one of them, or delete the other cell's block "
-                f"with %pipeline forget {spec.name})"
+                f"block {spec.name!r} is already defined by cell {owner.cell_id}; cell {cell_id} "
+                "defines it too. A block NAME must be unique in the notebook: rename one of "
+                f"them (or drop the other with %pipeline forget {spec.name})"
             )
         if cell_id and self.cells.get(cell_id, spec.name) != spec.name:
             old = self.cells[cell_id]
@@ -173,12 +175,31 @@ class Session:
         executor: Executor | None = None,
         listeners: Iterable[RunListener] = (),
         capture: OutputCapture | None = None,
-        prepared: list[Run] | None = None,
     ) -> PipelineRun:
-        """Run ``targets`` (default: every block) with what they need.
+        """Run ``targets`` (default: every block) with what they need, and wait for it.
 
-        Fresh results are reused unless ``fresh``; an explicit ``memo`` replaces that choice.
-        ``prepared`` receives the ``Run`` before it starts, so a caller can cancel it.
+        The targets always run; their fresh ancestors' results are reused unless ``fresh``.
+        An explicit ``memo`` replaces that choice.
+        """
+        run = self.start(
+            targets, fresh=fresh, memo=memo, executor=executor, listeners=listeners, capture=capture
+        )
+        return self.complete(run)
+
+    def start(
+        self,
+        targets: Iterable[str] | None = None,
+        *,
+        fresh: bool = False,
+        memo: Mapping[str, Mapping[tuple[int, ...], BlockRun]] | None = None,
+        executor: Executor | None = None,
+        listeners: Iterable[RunListener] = (),
+        capture: OutputCapture | None = None,
+    ) -> Run:
+        """Plan a run (refusing an invalid pipeline now); ``complete`` executes it.
+
+        Split in two so a background run exists, and can be cancelled, before its thread
+        starts. One run at a time per session.
         """
         if not self._lock.acquire(blocking=False):
             raise PipelineError(
@@ -187,31 +208,41 @@ class Session:
         try:
             pipeline = self.pipeline()
             versions = self.versions(pipeline)
+            wanted = list(targets) if targets is not None else None
             if memo is None and not fresh:
                 memo = self._fresh_memo(versions)
-            owned = executor is None
+                for name in wanted or ():
+                    memo.pop(name, None)  # running a block's cell runs that block
+            self._owned_executor = executor is None
             chosen = executor if executor is not None else ThreadExecutor()
+            run = Run(
+                pipeline,
+                self.namespace,
+                params=self.params,
+                executor=chosen,
+                listeners=list(listeners),
+                blocks=wanted,
+                memo=memo,
+                capture=capture,
+            )
+        except BaseException:
+            self._lock.release()
+            raise
+        self._versions = versions
+        self.current = run
+        return run
+
+    def complete(self, run: Run) -> PipelineRun:
+        """Execute a run from ``start``, keep its results and bind the NAMEs."""
+        try:
             try:
-                run = Run(
-                    pipeline,
-                    self.namespace,
-                    params=self.params,
-                    executor=chosen,
-                    listeners=list(listeners),
-                    blocks=list(targets) if targets is not None else None,
-                    memo=memo,
-                    capture=capture,
-                )
-                self.current = run
-                if prepared is not None:
-                    prepared.append(run)
                 record = run.execute()
             finally:
                 self.current = None
-                if owned:
-                    chosen.close(wait=False)
+                if self._owned_executor:
+                    run.executor.close(wait=False)
             for state in run.states:
-                self.results[state.name] = (versions[state.name], list(state.instances))
+                self.results[state.name] = (self._versions[state.name], list(state.instances))
             self.bind(run)
             self.last_run = record
             return record
@@ -235,6 +266,15 @@ class Session:
             name: {r.key: r for r in runs if r.uuid != without}
             for name, (_, runs) in self.results.items()
         }
+
+    def downstream_of(self, block: str) -> list[str]:
+        """A block and every block below it, in topological order."""
+        pipeline = self.pipeline()
+        wanted = {block}
+        for b in pipeline:
+            if wanted.intersection(b.upstream):
+                wanted.add(b.name)
+        return [b.name for b in pipeline if b.name in wanted]
 
     def bind(self, run: Run) -> None:
         """Bind each block's NAME: its output, or its instances' outputs for a fan-out."""

@@ -78,6 +78,7 @@ class BlockRun:
         "origins",
         "output",
         "reused",
+        "source",
         "started",
         "state",
         "status",
@@ -107,6 +108,7 @@ class BlockRun:
         self.cause: BlockRun | None = None
         self.fanout: FanoutRecord | None = None  # the fan-out a dynamic instance made
         self.reused = False  # its result was taken from an earlier run
+        self.source: BlockRun | None = None  # if reused: the instance that computed it
         self.captured: Any = None  # stdout/stderr/displays, when the run captures them
         self.started: float | None = None
         self.ended: float | None = None

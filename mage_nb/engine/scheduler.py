@@ -102,7 +102,7 @@ class Row:
 class GroupResult:
     """The closing of one fan-out by a reduce: what the consumer was reduced from."""
 
-    __slots__ = ("cause", "error", "failed_uuids", "ok", "reduced_from", "reused", "uuid", "value")
+    __slots__ = ("cause", "error", "failed_uuids", "ok", "reduced_from", "sources", "uuid", "value")
 
     def __init__(
         self,
@@ -113,7 +113,7 @@ class GroupResult:
         cause: BlockRun | None = None,
     ):
         self.ok = error is None and cause is None
-        self.reused = False  # every member was reused from an earlier run
+        self.sources: tuple[Any, ...] = ()  # the results reduced (see _computed_by)
         self.value: Any = None  # what the consumers received
         self.uuid = uuid
         self.reduced_from = reduced_from
@@ -567,7 +567,11 @@ class Run:
         state.instances.append(inst)
         if row_state == ROW_OK and state.memo is not None:
             earlier = state.memo.get(key)
-            if earlier is not None and earlier.status == COMPLETED and _all_reused(origins):
+            if (
+                earlier is not None
+                and earlier.status == COMPLETED
+                and _same_inputs(origins, earlier.origins)
+            ):
                 self._reuse(inst, earlier)
                 return
         if row_state == ROW_OK:
@@ -618,6 +622,7 @@ class Run:
         inst.output = earlier.output
         inst.fanout = earlier.fanout
         inst.captured = earlier.captured
+        inst.source = earlier.source or earlier
         inst.reused = True
         self.events.instance_created(run=self.record, instance=inst)
         self.events.instance_finished(run=self.record, instance=inst)
@@ -773,7 +778,7 @@ class Run:
             return
         result = GroupResult(uuid, reduced_from, failed)
         result.value = value
-        result.reused = not failed and all(getattr(m[3], "reused", False) for m in members)
+        result.sources = tuple(_computed_by(m[3]) for m in members)
         self._hand_down(state, prefix, fanouts, ROW_OK, value, result)
 
     # -- ending ------------------------------------------------------------------------------
@@ -839,9 +844,29 @@ def _with_ancestors(pipeline: Pipeline, names: Collection[str]) -> set[str]:
     return wanted
 
 
-def _all_reused(origins: tuple[Any, ...]) -> bool:
-    """An earlier result stands only if every input it was computed from was reused too."""
-    return all(getattr(o, "reused", False) for o in origins)
+def _computed_by(origin: Any) -> Any:
+    """Identity of the result an origin hands down: the instance that computed it, or for a
+    reduce the tuple of its members' results."""
+    if isinstance(origin, BlockRun):
+        return origin.source or origin
+    if isinstance(origin, GroupResult):
+        return origin.sources
+    return origin
+
+
+def _same_inputs(origins: tuple[Any, ...], earlier: tuple[Any, ...] | None) -> bool:
+    """An earlier result stands only if it was computed from exactly the results this
+    instance would now receive (not merely from instances with the same names)."""
+    if earlier is None or len(origins) != len(earlier):
+        return False
+    for now, then in zip(origins, earlier):
+        a, b = _computed_by(now), _computed_by(then)
+        if isinstance(a, tuple) and isinstance(b, tuple):
+            if len(a) != len(b) or any(x is not y for x, y in zip(a, b)):
+                return False
+        elif a is not b:
+            return False
+    return True
 
 
 def _is_broken(origin: Any) -> bool:
