@@ -156,19 +156,35 @@ class PipelineMagics(Magics):
             raise UsageError(str(exc)) from None
         if widget is not None:
             widget.attach(record)
-        self._report_failures(record)
+        self._report_failures(record, targets)
         return record
 
     @staticmethod
-    def _report_failures(record: PipelineRun) -> None:
+    def _report_failures(record: PipelineRun, targets: list[str] | None) -> None:
+        """Tracebacks of the run's own blocks under the cell; upstream failures in one line.
+
+        An upstream instance that failed before is computed again (it has no output), so a
+        full traceback for it under every later cell would only repeat itself.
+        """
         failed = [r for r in record.instances() if r.status == FAILED]
-        for r in failed[:SHOWN_FAILURES]:
+        own = [r for r in failed if targets is None or r.block in targets]
+        for r in own[:SHOWN_FAILURES]:
             print(f"✗ {r.uuid} failed (attempt {r.attempts}):", file=sys.stderr)
             if r.error is not None:
                 print(r.error.traceback or r.error.line(), file=sys.stderr)
-        if len(failed) > SHOWN_FAILURES:
+        if len(own) > SHOWN_FAILURES:
+            more = len(own) - SHOWN_FAILURES
+            print(f"… and {more} more failed instances (see the run tree)", file=sys.stderr)
+        upstream = [r for r in failed if r not in own]
+        if upstream:
+            names = ", ".join(r.uuid for r in upstream[:SHOWN_FAILURES])
+            more = (
+                f" and {len(upstream) - SHOWN_FAILURES} more"
+                if len(upstream) > SHOWN_FAILURES
+                else ""
+            )
             print(
-                f"… and {len(failed) - SHOWN_FAILURES} more failed instances (see the run tree)",
+                f"upstream instances failed again: {names}{more} (see the run tree)",
                 file=sys.stderr,
             )
         if record.status == "cancelled":
