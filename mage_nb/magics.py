@@ -178,13 +178,13 @@ class PipelineMagics(Magics):
         upstream = [r for r in failed if r not in own]
         if upstream:
             names = ", ".join(r.uuid for r in upstream[:SHOWN_FAILURES])
-            more = (
+            extra = (
                 f" and {len(upstream) - SHOWN_FAILURES} more"
                 if len(upstream) > SHOWN_FAILURES
                 else ""
             )
             print(
-                f"upstream instances failed again: {names}{more} (see the run tree)",
+                f"upstream instances failed again: {names}{extra} (see the run tree)",
                 file=sys.stderr,
             )
         if record.status == "cancelled":
