@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .config import load_connections
 from .engine.dag import Pipeline
 from .engine.errors import PipelineError
 from .engine.events import RunListener
@@ -69,6 +70,7 @@ def run_notebook(
             listeners=list(listeners),
             run_id=run_id,
             capture=capture,
+            connections=load_connections(Path(path).parent),
         )
         run.record.warnings.extend(warnings)
         return run.execute()

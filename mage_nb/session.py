@@ -17,8 +17,10 @@ import itertools
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+from .config import load_connections
 from .engine.dag import Pipeline
 from .engine.errors import GraphError, PipelineError
 from .engine.events import RunListener
@@ -224,6 +226,7 @@ class Session:
                 blocks=wanted,
                 memo=memo,
                 capture=capture,
+                connections=load_connections(Path.cwd()),
             )
         except BaseException:
             self._lock.release()

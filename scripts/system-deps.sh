@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# System packages the tests and demos use: Graphviz's `dot` (SVG graphs) and Chromium
-# (browser tests of JupyterLab). Installed from Debian's archive when missing; nothing here
-# downloads a browser of its own. Skipped quietly where apt-get is not available.
+# System packages the tests and demos use: Graphviz's `dot` (SVG graphs), Chromium (browser
+# tests of JupyterLab) and PostgreSQL's server binaries (the SQL tests start their own server).
+# Installed from Debian's archive when missing; nothing here downloads a browser of its own.
+# Skipped quietly where apt-get is not available.
 set -euo pipefail
 need=()
 command -v dot >/dev/null 2>&1 || need+=(graphviz)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

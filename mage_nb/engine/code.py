@@ -388,6 +388,10 @@ class CompiledBody:
     namespace: Mapping[str, Any]
     n_inputs: int
 
+    @property
+    def function_style(self) -> bool:
+        return self.info.function is not None
+
     def run(
         self, context: Any, inputs: tuple[Any, ...], kwargs: Callable[[], dict[str, Any]]
     ) -> Any:

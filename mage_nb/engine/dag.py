@@ -21,8 +21,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .code import BodyInfo, analyse, block_references
-from .errors import BlockCodeError, GraphError
+from .errors import BlockCodeError, GraphError, PipelineError
 from .spec import BlockSpec
+from .sql import SqlInfo, analyse_sql, dialect_of, sql_references
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Block:
     position: int  # notebook order
     upstream: tuple[str, ...] = ()
     info: BodyInfo | None = None
+    sql: SqlInfo | None = None
     downstream: list[str] = field(default_factory=list)
     scope: tuple[str, ...] = ()  # fan-outs the block's instances live in
     out_scope: tuple[str, ...] = ()  # fan-outs its downstream receive
@@ -85,7 +87,13 @@ class Pipeline:
     @staticmethod
     def _resolve_upstream(block: Block, names: list[str]) -> None:
         spec = block.spec
-        if spec.kind != "sql":
+        if spec.kind == "sql":
+            try:
+                block.sql = analyse_sql(spec.source, dialect=dialect_of(spec.connection))
+            except PipelineError as exc:
+                where = f" ({spec.origin})" if spec.origin else ""
+                raise BlockCodeError(f"block {spec.name!r}{where}: {exc}") from None
+        else:
             try:
                 block.info = analyse(spec.source, spec.name)
             except BlockCodeError as exc:
@@ -100,7 +108,10 @@ class Pipeline:
                     )
             block.upstream = spec.upstream
             return
-        refs = block_references(block.info, names) if block.info else []
+        if block.sql is not None:
+            refs = sql_references(block.sql, names)
+        else:
+            refs = block_references(block.info, names) if block.info else []
         if spec.name in refs:
             raise GraphError(
                 f"block {spec.name!r} reads its own name; a block cannot depend on itself "

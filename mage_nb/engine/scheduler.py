@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from .code import CompiledBody, compile_body
 from .dag import Block, Pipeline
-from .errors import FanoutError, PipelineError
+from .errors import FanoutError
 from .events import EventHub, RunListener
 from .executors import Executor, ThreadExecutor
 from .fanout import EMPTY, FAILED, FanoutRecord, Items, make_suffixes, normalise
@@ -59,6 +59,7 @@ from .instance import (
 from .instance import FAILED as FAILED_STATUS
 from .record import PipelineRun
 from .reduce import Reducer, reduce_all, resolve_strategy
+from .sql import SqlBody, SqlResources
 
 # Row states.
 ROW_OK, ROW_FAILED, ROW_GHOST = 0, 1, 2
@@ -135,7 +136,10 @@ class BlockState:
     """A block during one run: its compiled body, its instances and its queues."""
 
     def __init__(
-        self, block: Block, body: CompiledBody | None, reducer: Callable[[], Reducer] | None
+        self,
+        block: Block,
+        body: CompiledBody | SqlBody | None,
+        reducer: Callable[[], Reducer] | None,
     ):
         spec = block.spec
         self.block = block
@@ -143,7 +147,7 @@ class BlockState:
         self.body = body
         self.reducer = reducer
         self.fans_out_items = block.dynamic and block.reduce is None
-        self.function_style = body is not None and body.info.function is not None
+        self.function_style = bool(body is not None and body.function_style)
         self.filename = f"<block {block.name}>"
         self.max_concurrency = spec.max_concurrency or 1 << 30
         self.timeout = spec.timeout
@@ -272,6 +276,7 @@ class Run:
         blocks: Collection[str] | None = None,
         memo: Mapping[str, Mapping[tuple[int, ...], BlockRun]] | None = None,
         capture: OutputCapture | None = None,
+        connections: Mapping[str, str] | None = None,
     ):
         """``blocks`` limits the run to those blocks (with every ancestor they need);
         ``memo`` gives, per block, completed instances of an earlier run by key: an instance
@@ -283,6 +288,7 @@ class Run:
         self._own_executor = executor is None
         self.executor: Executor = executor if executor is not None else ThreadExecutor()
         self.events = EventHub(listeners)
+        self.sql = SqlResources(dict(connections or {}))
         selected = _with_ancestors(pipeline, blocks) if blocks is not None else None
         self.states = [
             self._prepare(block) for block in pipeline if selected is None or block.name in selected
@@ -311,18 +317,27 @@ class Run:
 
     def _prepare(self, block: Block) -> BlockState:
         spec = block.spec
+        body: CompiledBody | SqlBody
         if spec.kind == "sql":
-            raise PipelineError(
-                f"block {spec.name!r}: SQL blocks are not supported by this version yet"
+            assert block.sql is not None
+            body = SqlBody(
+                spec.name,
+                spec.source,
+                block.upstream,
+                self.namespace,
+                self.sql,
+                spec.connection,
+                block.sql,
             )
-        body = compile_body(
-            spec.source,
-            spec.name,
-            block.upstream,
-            self.namespace,
-            info=block.info,
-            header=spec.header,
-        )
+        else:
+            body = compile_body(
+                spec.source,
+                spec.name,
+                block.upstream,
+                self.namespace,
+                info=block.info,
+                header=spec.header,
+            )
         reducer = resolve_strategy(spec.reduce, spec.name, self.namespace) if spec.reduce else None
         return BlockState(block, body, reducer)
 
@@ -350,6 +365,7 @@ class Run:
             if not finished:  # an engine error: leave nothing running, then let it surface
                 self._cancel()
             gc.set_threshold(*gc_thresholds)
+            self.sql.close()
             if self._own_executor:
                 self.executor.close(wait=not self._cancelled)
             record.ended = time.time()
