@@ -39,6 +39,8 @@ lab: install
 ## make bench: the speed and memory benchmarks (prints ratios against baselines)
 bench: install
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/kernel.py
+	$(BIN)/python bench/sql.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
