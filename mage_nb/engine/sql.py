@@ -57,14 +57,27 @@ def _ident(value: Any) -> Identifier:
 
 
 # -- reading the SQL -----------------------------------------------------------------------------
-def _literal_spans(sql: str) -> list[tuple[int, int]]:
-    """Where the single-quoted string literals are (``''`` escapes a quote)."""
-    spans: list[tuple[int, int]] = []
+def _spans(sql: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(string literals, comments): where ``'...'`` literals (``''`` escapes a quote) and
+    ``--`` / ``/* */`` comments are. Double-quoted identifiers are skipped over so that an
+    apostrophe inside one starts nothing."""
+    literals: list[tuple[int, int]] = []
+    comments: list[tuple[int, int]] = []
     i, n = 0, len(sql)
     while i < n:
         ch = sql[i]
         if ch == "-" and sql.startswith("--", i):
             end = sql.find("\n", i)
+            end = n if end < 0 else end
+            comments.append((i, end))
+            i = end
+        elif ch == "/" and sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            end = n if end < 0 else end + 2
+            comments.append((i, end))
+            i = end
+        elif ch == '"':
+            end = sql.find('"', i + 1)
             i = n if end < 0 else end + 1
         elif ch == "'":
             start = i
@@ -76,22 +89,23 @@ def _literal_spans(sql: str) -> list[tuple[int, int]]:
                         continue
                     break
                 i += 1
-            spans.append((start, i + 1))
+            literals.append((start, i + 1))
             i += 1
         else:
             i += 1
-    return spans
+    return literals, comments
 
 
 def protect_literals(sql: str) -> str:
-    """Wrap string literals that contain template syntax in ``{% raw %}`` blocks."""
+    """Wrap string literals and comments that contain template syntax in ``{% raw %}``."""
+    literals, comments = _spans(sql)
     out: list[str] = []
     last = 0
-    for start, end in _literal_spans(sql):
-        literal = sql[start:end]
-        if "{{" in literal or "{%" in literal:
+    for start, end in sorted(literals + comments):
+        text = sql[start:end]
+        if "{{" in text or "{%" in text:
             out.append(sql[last:start])
-            out.append("{% raw %}" + literal + "{% endraw %}")
+            out.append("{% raw %}" + text + "{% endraw %}")
             last = end
     out.append(sql[last:])
     return "".join(out)
@@ -111,6 +125,7 @@ class SqlInfo:
     tables: tuple[str, ...]  # table names the query reads (CTE names excluded), in text order
     variables: tuple[str, ...]  # template variables, in text order
     parsed: bool  # False when sqlglot could not read the SQL (the database will judge it)
+    positions: Mapping[str, int] = field(default_factory=dict)  # first appearance of each name
 
 
 def analyse_sql(source: str, *, dialect: str = "duckdb") -> SqlInfo:
@@ -130,11 +145,15 @@ def analyse_sql(source: str, *, dialect: str = "duckdb") -> SqlInfo:
         return min((pos for pos, tag in tags if pattern.search(tag)), default=len(source))
 
     variables = tuple(sorted(names, key=first_in_tags))
-    plain = _TEMPLATE_TAG.sub(" __mage_nb_value__ ", source)
+    # Values become a placeholder value; control tags vanish, so both branches of an
+    # {% if %} are read (a table named in either is a dependency).
+    plain = _TEMPLATE_TAG.sub(
+        lambda m: " __mage_nb_value__ " if m.group().startswith("{{") else " ", source
+    )
     try:
         statements = sqlglot.parse(plain, read=dialect)
     except Exception:  # sqlglot raises several error kinds; the database will judge
-        return SqlInfo((), variables, False)
+        return SqlInfo((), variables, False, {v: first_in_tags(v) for v in variables})
     ctes: set[str] = set()
     tables: set[str] = set()
     for statement in statements:
@@ -147,18 +166,22 @@ def analyse_sql(source: str, *, dialect: str = "duckdb") -> SqlInfo:
                 tables.add(table.name)
     tables -= ctes
     tables.discard("__mage_nb_value__")
-    masked = _mask_literals(plain)
+    masked = _mask_literals(source)
 
     def first_in_text(name: str) -> int:
         match = re.search(rf"\b{re.escape(name)}\b", masked, re.I)
         return match.start() if match else len(masked)
 
-    return SqlInfo(tuple(sorted(tables, key=first_in_text)), variables, True)
+    positions = {t: first_in_text(t) for t in tables}
+    for v in variables:
+        positions[v] = min(positions.get(v, len(source)), first_in_tags(v))
+    return SqlInfo(tuple(sorted(tables, key=positions.__getitem__)), variables, True, positions)
 
 
 def _mask_literals(sql: str) -> str:
     chars = list(sql)
-    for start, end in _literal_spans(sql):
+    literals, comments = _spans(sql)
+    for start, end in literals + comments:
         chars[start:end] = " " * (end - start)
     return "".join(chars)
 
@@ -166,11 +189,8 @@ def _mask_literals(sql: str) -> str:
 def sql_references(info: SqlInfo, block_names: Iterable[str]) -> list[str]:
     """Blocks a SQL body refers to (tables, then template variables), in text order."""
     known = set(block_names)
-    ordered: dict[str, None] = {}
-    for name in (*info.tables, *info.variables):
-        if name in known:
-            ordered.setdefault(name)
-    return list(ordered)
+    names = {n for n in (*info.tables, *info.variables) if n in known}
+    return sorted(names, key=lambda n: info.positions.get(n, 1 << 30))
 
 
 # -- templates -----------------------------------------------------------------------------------
@@ -182,6 +202,8 @@ def _finalize(value: Any) -> str:
     else becomes a placeholder and a bind parameter."""
     if isinstance(value, Identifier):
         return str(value)
+    if isinstance(value, jinja2.Undefined):
+        str(value)  # a StrictUndefined raises, naming what was undefined
     binds: list[Any] = _local.binds
     binds.append(value)
     return _local.placeholder(len(binds) - 1)
