@@ -394,7 +394,7 @@ class SqlBody:
             if self.native:
                 sql, binds = render(self.template, variables, _qmark)
                 return self._run_duckdb(sql, binds, local, context)
-            sql, binds = render(self.template, variables, _named)
+            sql, binds = render(self.template, variables, _sentinel)
             return self._run_sqlalchemy(sql, binds, context)
         except jinja2.TemplateError as exc:
             raise SqlError(
@@ -402,6 +402,8 @@ class SqlBody:
             ) from None
 
     def _fail(self, context: Any, sql: str, exc: BaseException) -> SqlError:
+        # SQLAlchemy wraps the driver's error (and repeats the SQL); show the database's own.
+        exc = getattr(exc, "orig", None) or exc
         message = str(exc).strip() or type(exc).__name__
         return SqlError(
             f"SQL block {self.name!r}, instance {context.uuid!r}: {type(exc).__name__}: {message}\n"
@@ -425,12 +427,15 @@ class SqlBody:
 
     def _run_sqlalchemy(self, sql: str, binds: list[Any], context: Any) -> Any:
         import pandas as pd
-        from sqlalchemy import text
 
-        params = {f"mage_nb_{i}": value for i, value in enumerate(binds)}
+        engine = self.resources.engine(self.url)  # type: ignore[arg-type]
+        statement, params = driver_sql(sql, binds, engine.dialect.paramstyle)
         try:
-            with self.resources.engine(self.url).connect() as conn:  # type: ignore[arg-type]
-                result = conn.execute(text(sql), params)
+            with engine.connect() as conn:
+                if params:
+                    result = conn.exec_driver_sql(statement, params)
+                else:
+                    result = conn.exec_driver_sql(statement)
                 if not result.returns_rows:
                     conn.commit()
                     return pd.DataFrame()
@@ -438,12 +443,38 @@ class SqlBody:
                 conn.commit()
                 return frame
         except Exception as exc:
-            raise self._fail(context, sql, exc) from None
+            raise self._fail(context, statement, exc) from None
+
+
+_SENTINEL = re.compile("\x00(\\d+)\x00")
+
+
+def driver_sql(sql: str, binds: list[Any], paramstyle: str) -> tuple[str, Any]:
+    """Turn placeholder sentinels into the driver's own parameter style.
+
+    The SQL goes to the driver as it is (SQLAlchemy's ``text()`` would read ``:word`` inside
+    string literals as parameters); ``%`` is doubled for the format styles when parameters
+    are sent, as those drivers expect.
+    """
+    if not binds:
+        return _SENTINEL.sub("", sql), None
+    if paramstyle in ("format", "pyformat"):
+        sql = sql.replace("%", "%%")
+    if paramstyle == "qmark":
+        return _SENTINEL.sub("?", sql), tuple(binds)
+    if paramstyle == "numeric":
+        return _SENTINEL.sub(lambda m: f":{int(m.group(1)) + 1}", sql), tuple(binds)
+    if paramstyle == "format":
+        return _SENTINEL.sub("%s", sql), tuple(binds)
+    names = {f"mage_nb_{i}": value for i, value in enumerate(binds)}
+    if paramstyle == "pyformat":
+        return _SENTINEL.sub(lambda m: f"%(mage_nb_{m.group(1)})s", sql), names
+    return _SENTINEL.sub(lambda m: f":mage_nb_{m.group(1)}", sql), names
 
 
 def _qmark(index: int) -> str:
     return "?"
 
 
-def _named(index: int) -> str:
-    return f":mage_nb_{index}"
+def _sentinel(index: int) -> str:
+    return f"\x00{index}\x00"

@@ -400,9 +400,9 @@ def record_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any]
         ],
     )
     record_path = tmp / "run.json"
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     done = run_cli("run", nb, "--json", record_path)
-    after = dt.datetime.now(dt.timezone.utc)
+    after = dt.datetime.now(dt.UTC)
     assert done.returncode == 1, done.stderr
     return strict_json(record_path), (before, after)
 
