@@ -54,7 +54,7 @@ class FanoutRecord:
     (``FAILED`` or ``EMPTY``), so its size counts as 1 for whoever closes it.
     """
 
-    __slots__ = ("block", "metadata", "owner", "size", "suffixes")
+    __slots__ = ("block", "metadata", "owner", "size", "streaming", "suffixes")
 
     def __init__(
         self,
@@ -69,6 +69,7 @@ class FanoutRecord:
         self.size = size
         self.suffixes = suffixes
         self.metadata = metadata
+        self.streaming = False  # items still arriving: ``size`` is a count so far
 
     def suffix(self, index: int) -> str:
         if self.suffixes is None:
@@ -251,3 +252,37 @@ def make_suffixes(
 def is_stream(output: Any) -> bool:
     """True for outputs whose items are produced lazily (generators and other iterators)."""
     return isinstance(output, Iterator)
+
+
+def unpack(value: Any) -> tuple[Any, str | None, dict[str, Any] | None]:
+    """One streamed item: (value, name or None, metadata without block_uuid, or None)."""
+    if not isinstance(value, Item):
+        return value, None, None
+    meta = dict(value.metadata) if value.metadata else None
+    name = value.uuid
+    if meta and "block_uuid" in meta:
+        name = name if name is not None else str(meta.pop("block_uuid"))
+        meta.pop("block_uuid", None)
+    return value.value, name, meta or None
+
+
+class SuffixNamer:
+    """Names items one at a time, as ``make_suffixes`` does for a whole list."""
+
+    def __init__(self, block: str):
+        self.block = block
+        self.seen: set[str] = set()
+
+    def name(self, raw: str | None, index: int) -> tuple[str, str | None]:
+        """(suffix, warning or None)."""
+        base = _UNSAFE.sub("_", raw) if raw else str(index)
+        suffix = base
+        while suffix in self.seen:
+            suffix = f"{suffix}_{index}"
+        self.seen.add(suffix)
+        if suffix == base:
+            return suffix, None
+        return suffix, (
+            f"dynamic block {self.block!r}: item {index} is named {base!r} like an earlier item; "
+            f"renamed to {suffix!r}"
+        )

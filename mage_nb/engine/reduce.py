@@ -1,7 +1,8 @@
 """Reduce strategies: how the outputs of one closed fan-out become one value (SPEC §2.6, §8).
 
-Every strategy is a ``Reducer`` with ``initial() / step(acc, value) / finish(acc)`` so that a
-later stream mode can fold outputs as they arrive; ``reduce_all`` folds a finished list.
+Every strategy is a ``Reducer`` with ``initial() / step(acc, value) / finish(acc)``: the
+scheduler folds each output as it arrives (in item order), so neither a fan-out's items nor
+its outputs need to be held at once.
 """
 
 from __future__ import annotations
@@ -171,10 +172,3 @@ def resolve_strategy(
         f"block {block!r}: reduce strategy {strategy!r} names a {type(obj).__name__}, "
         "not a callable or an initial/step/finish reducer"
     )
-
-
-def reduce_all(reducer: Reducer, values: list[Any]) -> Any:
-    acc = reducer.initial()
-    for value in values:
-        acc = reducer.step(acc, value)
-    return reducer.finish(acc)

@@ -30,6 +30,7 @@ their results to one queue.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import heapq
 import itertools
@@ -37,15 +38,25 @@ import queue
 import time
 import uuid as _uuid
 from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, Protocol
 
 from .code import CompiledBody, compile_body
 from .dag import Block, Pipeline
-from .errors import FanoutError
+from .errors import FanoutError, PipelineError
 from .events import EventHub, RunListener
 from .executors import Executor, ThreadExecutor
-from .fanout import EMPTY, FAILED, FanoutRecord, Items, make_suffixes, normalise
+from .fanout import (
+    EMPTY,
+    FAILED,
+    FanoutRecord,
+    Items,
+    SuffixNamer,
+    is_stream,
+    make_suffixes,
+    normalise,
+    unpack,
+)
 from .instance import (
     CANCELLED,
     COMPLETED,
@@ -58,18 +69,21 @@ from .instance import (
 )
 from .instance import FAILED as FAILED_STATUS
 from .record import PipelineRun
-from .reduce import Reducer, reduce_all, resolve_strategy
+from .reduce import Reducer, resolve_strategy
 from .sql import SqlBody, SqlResources
 
 # Row states.
 ROW_OK, ROW_FAILED, ROW_GHOST = 0, 1, 2
 # Queue messages.
-_DONE, _STARTED, _WAKE = 0, 1, 2
+_DONE, _STARTED, _WAKE, _PULLED = 0, 1, 2, 3
 # Timer kinds.
 _RETRY, _DEADLINE = 0, 1
 _TARGET_BATCH_SECONDS = 0.004
 _MAX_BATCH = 512
 _GC_YOUNG_THRESHOLD = 10_000
+#: Items of a streaming dynamic block whose children may be pending or running at once.
+DEFAULT_WINDOW = 128
+_PULL_CHUNK = 32
 
 
 class OutputCapture(Protocol):
@@ -123,13 +137,79 @@ class GroupResult:
         self.cause = cause
 
 
-class _Group:
-    __slots__ = ("expected", "fanouts", "members")
+_SKIP = object()
 
-    def __init__(self, expected: int, fanouts: tuple[FanoutRecord, ...]):
-        self.expected = expected
-        self.fanouts = fanouts
-        self.members: list[tuple[int, int, Any, Any]] = []
+
+class _Group:
+    """One fan-out being closed by a reduce: outputs are folded as they arrive, in item
+    order (early arrivals wait in ``waiting``), so a big fan-out is never held whole."""
+
+    __slots__ = ("acc", "closing", "error", "fanouts", "members", "next", "reducer", "waiting")
+
+    def __init__(self, closing: FanoutRecord, fanouts: tuple[FanoutRecord, ...], reducer: Reducer):
+        self.closing = closing  # the fan-out this group closes
+        self.fanouts = fanouts  # the lineage that remains
+        self.members: list[tuple[int, int, Any]] = []  # (item index, row state, origin)
+        self.waiting: dict[int, Any] = {}
+        self.next = 0
+        self.reducer = reducer
+        self.error: BaseException | None = None
+        try:
+            self.acc = reducer.initial()
+        except Exception as exc:
+            self.error = exc
+            self.acc = None
+
+    def expected(self) -> int | None:
+        """How many members close the group; None while the fan-out is still streaming."""
+        if self.closing.streaming:
+            return None
+        return max(self.closing.size, 1)
+
+    def add(self, index: int, row_state: int, value: Any, origin: Any) -> None:
+        self.members.append((index, row_state, origin))
+        if index < 0:
+            return
+        self.waiting[index] = value if row_state == ROW_OK else _SKIP
+        while self.next in self.waiting:
+            value = self.waiting.pop(self.next)
+            self.next += 1
+            if value is not _SKIP and self.error is None:
+                try:
+                    self.acc = self.reducer.step(self.acc, value)
+                except Exception as exc:
+                    self.error = exc
+
+    def complete(self) -> bool:
+        expected = self.expected()
+        return expected is not None and len(self.members) >= expected
+
+
+class _StreamStart:
+    """A dynamic block returned an iterator: its items are pulled as room allows."""
+
+    __slots__ = ("iterator",)
+
+    def __init__(self, iterator: Iterator[Any]):
+        self.iterator = iterator
+
+
+class _Stream:
+    """A streaming dynamic instance: its generator is pulled on a worker, a chunk at a time,
+    only while fewer than ``window`` of its children are pending or running (back-pressure)."""
+
+    __slots__ = ("child_fanouts", "done", "inst", "iterator", "namer", "open", "pulling", "window")
+
+    def __init__(self, inst: BlockRun, iterator: Iterator[Any], window: int):
+        self.inst = inst
+        self.iterator = iterator
+        self.window = window
+        self.namer = SuffixNamer(inst.state.name)
+        assert inst.fanout is not None
+        self.child_fanouts: tuple[FanoutRecord, ...] = (*inst.fanouts, inst.fanout)
+        self.open = 0
+        self.pulling = False
+        self.done = False
 
 
 class BlockState:
@@ -147,6 +227,10 @@ class BlockState:
         self.body = body
         self.reducer = reducer
         self.fans_out_items = block.dynamic and block.reduce is None
+        # A generator streams, unless an overflow must fail before any child starts.
+        self.streams = self.fans_out_items and not (
+            spec.max_children and spec.on_overflow == "fail"
+        )
         self.function_style = bool(body is not None and body.function_style)
         self.filename = f"<block {block.name}>"
         self.max_concurrency = spec.max_concurrency or 1 << 30
@@ -277,6 +361,7 @@ class Run:
         memo: Mapping[str, Mapping[tuple[int, ...], BlockRun]] | None = None,
         capture: OutputCapture | None = None,
         connections: Mapping[str, str] | None = None,
+        keep_outputs: str = "all",
     ):
         """``blocks`` limits the run to those blocks (with every ancestor they need);
         ``memo`` gives, per block, completed instances of an earlier run by key: an instance
@@ -289,6 +374,13 @@ class Run:
         self.executor: Executor = executor if executor is not None else ThreadExecutor()
         self.events = EventHub(listeners)
         self.sql = SqlResources(dict(connections or {}))
+        if keep_outputs not in ("all", "none"):
+            raise PipelineError(f"keep_outputs must be 'all' or 'none', not {keep_outputs!r}")
+        self._keep = keep_outputs == "all"
+        self._streams: dict[int, _Stream] = {}  # id(streaming instance) -> its stream
+        self._stream_children: dict[int, _Stream] = {}  # id(child) -> the stream it counts in
+        self._streamed_groups: dict[int, list[tuple[BlockState, tuple[int, ...]]]] = {}
+        self._failed_producers: dict[int, BlockRun] = {}  # id(fan-out) -> producer that failed
         selected = _with_ancestors(pipeline, blocks) if blocks is not None else None
         self.states = [
             self._prepare(block) for block in pipeline if selected is None or block.name in selected
@@ -458,10 +550,16 @@ class Run:
             kwargs = (lambda: self._keywords(inst, context)) if state.function_style else _no_kwargs
             value = state.body.run(context, inst.inputs, kwargs)  # type: ignore[union-attr, arg-type]
             if state.fans_out_items:
-                spec = state.block.spec
-                value = normalise(
-                    value, state.name, max_children=spec.max_children, on_overflow=spec.on_overflow
-                )
+                if is_stream(value) and state.streams:
+                    value = _StreamStart(value)
+                else:
+                    spec = state.block.spec
+                    value = normalise(
+                        value,
+                        state.name,
+                        max_children=spec.max_children,
+                        on_overflow=spec.on_overflow,
+                    )
             return (inst, attempt, True, value, started, time.time(), None)
         except KeyboardInterrupt:
             raise
@@ -527,6 +625,9 @@ class Run:
                     self._complete(inst, payload)
                 else:
                     self._fail(inst, payload)
+        elif kind == _PULLED:
+            self._outstanding -= 1
+            self._take_items(*message[1:])
         elif kind == _STARTED:
             for inst in message[1]:
                 timeout = inst.state.timeout
@@ -594,6 +695,13 @@ class Run:
             self.events.instance_created(run=self.record, instance=inst)
             state.ready.append(inst)
             self._ready.add(state)
+            if self._streams:
+                for origin in origins:
+                    stream = self._streams.get(id(origin))
+                    if stream is not None:
+                        stream.open += 1
+                        self._stream_children[id(inst)] = stream
+                        break
             return
         inst.inputs = None
         broken = next(o for o in origins if _is_broken(o))
@@ -621,6 +729,9 @@ class Run:
         inst.inputs = None
         inst.error = None
         if state.fans_out_items:
+            if isinstance(value, _StreamStart):
+                self._start_stream(inst, value.iterator)
+                return
             inst.fanout = self._fanout_record(state, value, inst.uuid)
             inst.output = value.values
             value = (inst.fanout, value.values)
@@ -628,6 +739,148 @@ class Run:
             inst.output = value
         self.events.instance_finished(run=self.record, instance=inst)
         self._emit(state, inst.key, inst.fanouts, ROW_OK, value, inst)
+        if not self._keep:
+            inst.output = None
+        if self._stream_children:
+            self._release(inst)
+
+    # -- streams -----------------------------------------------------------------------------
+    def _start_stream(self, inst: BlockRun, iterator: Iterator[Any]) -> None:
+        """The instance stays running while its items are pulled; children start at once."""
+        state = inst.state
+        inst.status = RUNNING
+        inst.error = None
+        inst.fanout = FanoutRecord(state.name, inst.uuid, 0, [], None)
+        inst.fanout.streaming = True
+        inst.output = [] if self._keep else None
+        stream = _Stream(inst, iterator, state.block.spec.window or DEFAULT_WINDOW)
+        self._streams[id(inst)] = stream
+        self._pump(stream)
+
+    def _pump(self, stream: _Stream) -> None:
+        if stream.pulling or stream.done or self._cancel_requested:
+            return
+        room = stream.window - stream.open
+        if room <= 0:
+            return  # back-pressure: the generator waits until children finish
+        stream.pulling = True
+        self._outstanding += 1
+        self.executor.submit(self._pull, (stream, min(room, _PULL_CHUNK)), self._completions.put)
+
+    def _pull(self, job: tuple[_Stream, int]) -> tuple[Any, ...]:
+        """Runs on a worker: the next few items of a stream (the generator's code runs here)."""
+        stream, count = job
+        capture = self.capture
+        token = capture.begin(stream.inst) if capture is not None else None
+        items: list[Any] = []
+        done, error = False, None
+        try:
+            for _ in range(count):
+                items.append(next(stream.iterator))
+        except StopIteration:
+            done = True
+        except KeyboardInterrupt:
+            self.cancel()
+            done = True
+        except BaseException as exc:
+            error = ErrorInfo.from_exception(exc, block_file=stream.inst.state.filename)
+        finally:
+            captured = capture.end(token) if capture is not None else None
+        return (_PULLED, stream, items, done, error, captured)
+
+    def _take_items(
+        self, stream: _Stream, items: list[Any], done: bool, error: ErrorInfo | None, captured: Any
+    ) -> None:
+        stream.pulling = False
+        inst = stream.inst
+        if captured:
+            inst.captured = _merge_captured(inst.captured, captured)
+        if inst.status != RUNNING:
+            return  # cancelled meanwhile
+        state = inst.state
+        record = inst.fanout
+        assert record is not None and record.suffixes is not None
+        spec = state.block.spec
+        if spec.max_children is not None and record.size + len(items) > spec.max_children:
+            seen = record.size + len(items)
+            items = items[: spec.max_children - record.size]
+            if spec.on_overflow == "fail":
+                error = ErrorInfo(
+                    "FanoutError",
+                    f"dynamic block {state.name!r} produced at least {seen} items, more than "
+                    f"--max-children {spec.max_children}",
+                )
+            else:
+                self._warn(
+                    f"dynamic block {state.name!r} ({inst.uuid}) produced more than --max-children "
+                    f"{spec.max_children} items; kept the first {spec.max_children}"
+                )
+                done = True
+        rows: list[Row] = []
+        for item in items:
+            value, name, meta = unpack(item)
+            index = record.size
+            suffix, warning = stream.namer.name(name, index)
+            if warning:
+                self._warn(warning)
+            record.suffixes.append(suffix)
+            if meta is not None and record.metadata is None:
+                record.metadata = [None] * index
+            if record.metadata is not None:
+                record.metadata.append(meta)
+            record.size += 1
+            if inst.output is not None:
+                inst.output.append(value)
+            rows.append(Row((*inst.key, index), stream.child_fanouts, value, inst, ROW_OK))
+        if rows:
+            for joiner, i in state.downstream:
+                joiner.receive(i, rows)
+        if error is not None or done:
+            self._end_stream(stream, error)
+        else:
+            self._pump(stream)
+
+    def _end_stream(self, stream: _Stream, error: ErrorInfo | None) -> None:
+        """The generator is exhausted (or raised): the fan-out's size is now known."""
+        stream.done = True
+        inst = stream.inst
+        self._streams.pop(id(inst), None)
+        record = inst.fanout
+        assert record is not None
+        record.streaming = False
+        close = getattr(stream.iterator, "close", None)
+        if close is not None and error is None and not self._cancel_requested:
+            with contextlib.suppress(Exception):  # a generator refusing to close changes nothing
+                close()
+        inst.ended = time.time()
+        inst.error = error
+        inst.status = COMPLETED if error is None else FAILED_STATUS
+        self.events.instance_finished(run=self.record, instance=inst)
+        marker_state = ROW_GHOST if error is None else ROW_FAILED
+        if record.size == 0:
+            row = Row(
+                (*inst.key, EMPTY if error is None else FAILED),
+                stream.child_fanouts,
+                None,
+                inst,
+                marker_state,
+            )
+            for joiner, i in inst.state.downstream:
+                joiner.receive(i, (row,))
+        elif error is not None:
+            self._failed_producers[id(record)] = inst
+        for state, prefix in self._streamed_groups.pop(id(record), []):
+            group = state.groups.get(prefix)
+            if group is not None and group.complete():
+                del state.groups[prefix]
+                self._close_group(state, prefix, group)
+
+    def _release(self, inst: BlockRun) -> None:
+        """A child of a stream finished: make room for the next items."""
+        stream = self._stream_children.pop(id(inst), None)
+        if stream is not None:
+            stream.open -= 1
+            self._pump(stream)
 
     def _reuse(self, inst: BlockRun, earlier: BlockRun) -> None:
         """Take an earlier run's result for this instance instead of running it."""
@@ -664,6 +917,8 @@ class Run:
         inst.inputs = None
         self.events.instance_finished(run=self.record, instance=inst)
         self._emit(state, inst.key, inst.fanouts, ROW_FAILED, None, inst)
+        if self._stream_children:
+            self._release(inst)
 
     # -- rows --------------------------------------------------------------------------------
     def _emit(
@@ -747,9 +1002,12 @@ class Run:
         prefix = key[:-1]
         group = state.groups.get(prefix)
         if group is None:
-            group = state.groups[prefix] = _Group(max(fanouts[-1].size, 1), fanouts[:-1])
-        group.members.append((key[-1], row_state, value, origin))
-        if len(group.members) >= group.expected:
+            group = _Group(fanouts[-1], fanouts[:-1], state.reducer())  # type: ignore[misc]
+            state.groups[prefix] = group
+            if fanouts[-1].streaming:
+                self._streamed_groups.setdefault(id(fanouts[-1]), []).append((state, prefix))
+        group.add(key[-1], row_state, value, origin)
+        if group.complete():
             del state.groups[prefix]
             self._close_group(state, prefix, group)
 
@@ -762,15 +1020,21 @@ class Run:
         ok = [m for m in members if m[1] == ROW_OK]
         bad = [m for m in members if m[1] == ROW_FAILED]
         uuid = state.name + "".join(":" + f.suffix(k) for f, k in zip(fanouts, prefix) if k >= 0)
-        reduced_from = [m[3].uuid for m in ok]
-        failed = [m[3].uuid for m in bad]
+        reduced_from = [m[2].uuid for m in ok]
+        failed = [m[2].uuid for m in bad]
+        producer = self._failed_producers.get(id(group.closing))
+        if producer is not None:
+            failed.append(producer.uuid)
         spec = state.block.spec
-        if bad and spec.reduce_policy != "partial":
-            result = GroupResult(uuid, reduced_from, failed, cause=_root_cause(bad[0][3]))
+        if (bad or producer is not None) and spec.reduce_policy != "partial":
+            cause = _root_cause(bad[0][2]) if bad else producer
+            result = GroupResult(uuid, reduced_from, failed, cause=cause)
             self._hand_down(state, prefix, fanouts, ROW_FAILED, None, result)
             return
         try:
-            value = reduce_all(state.reducer(), [m[2] for m in ok])  # type: ignore[misc]
+            if group.error is not None:
+                raise group.error
+            value = group.reducer.finish(group.acc)
             if state.block.dynamic:
                 items = normalise(
                     value, state.name, max_children=spec.max_children, on_overflow=spec.on_overflow
@@ -794,7 +1058,7 @@ class Run:
             return
         result = GroupResult(uuid, reduced_from, failed)
         result.value = value
-        result.sources = tuple(_computed_by(m[3]) for m in members)
+        result.sources = tuple(_computed_by(m[2]) for m in members)
         self._hand_down(state, prefix, fanouts, ROW_OK, value, result)
 
     # -- ending ------------------------------------------------------------------------------
@@ -891,11 +1155,24 @@ def _is_broken(origin: Any) -> bool:
     return isinstance(origin, GroupResult) and not origin.ok
 
 
+def _merge_captured(before: Any, after: Any) -> Any:
+    """Output captured across a stream's pulls, in order."""
+    if before is None:
+        return after
+    try:
+        before.stdout += after.stdout
+        before.stderr += after.stderr
+        before.displays.extend(after.displays)
+    except AttributeError:
+        return after
+    return before
+
+
 def _depth(state: BlockState) -> int:
     return state.block.order
 
 
-def _first(member: tuple[int, int, Any, Any]) -> int:
+def _first(member: tuple[int, int, Any]) -> int:
     return member[0]
 
 
