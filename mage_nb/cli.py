@@ -138,6 +138,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--tree", action="store_true", help="also print every instance, nested by lineage"
     )
+    run.add_argument(
+        "--keep-outputs",
+        choices=("all", "preview", "none"),
+        default=None,
+        help="what the run keeps of each output (default: all with --json, else none)",
+    )
     for name in ("export",):
         later = sub.add_parser(name, help=f"{name} (not available in this version yet)")
         later.add_argument("args", nargs="*")
@@ -251,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_workers=args.max_workers,
             listeners=listeners,
             capture=capture,
+            keep_outputs=args.keep_outputs or ("all" if args.json else "none"),
         )
     except PipelineError as exc:
         print(f"mage-nb: error: {exc}", file=sys.stderr)

@@ -50,11 +50,13 @@ def run_notebook(
     listeners: Iterable[RunListener] = (),
     run_id: str | None = None,
     capture: OutputCapture | None = None,
+    keep_outputs: str = "all",
 ) -> PipelineRun:
     """Run every block of a notebook headless and return the run record.
 
     Raises ``PipelineError`` (nothing ran) for an invalid notebook; failures inside blocks
-    are in the record, never raised.
+    are in the record, never raised. ``keep_outputs`` ("all", "preview", "none") is what
+    the record keeps of each instance's output.
     """
     notebook = load_notebook(path)
     pipeline = Pipeline(notebook.specs)
@@ -71,6 +73,7 @@ def run_notebook(
             run_id=run_id,
             capture=capture,
             connections=load_connections(Path(path).parent),
+            keep_outputs=keep_outputs,
         )
         run.record.warnings.extend(warnings)
         return run.execute()

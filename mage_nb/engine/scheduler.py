@@ -83,6 +83,10 @@ _MAX_BATCH = 512
 _GC_YOUNG_THRESHOLD = 10_000
 #: Items of a streaming dynamic block whose children may be pending or running at once.
 DEFAULT_WINDOW = 128
+#: What a run keeps of each instance's output once handed down: everything, the first
+#: PREVIEW_OUTPUTS per block, or nothing (a huge run then holds only what is in flight).
+KEEP_OUTPUTS = ("all", "preview", "none")
+PREVIEW_OUTPUTS = 100
 _PULL_CHUNK = 32
 
 
@@ -244,6 +248,7 @@ class BlockState:
         self.groups: dict[tuple[int, ...], _Group] = {}
         self.memo: Mapping[tuple[int, ...], BlockRun] | None = None
         self.batch_cap = 4
+        self.kept = 0  # outputs kept so far under keep_outputs="preview"
 
     def __repr__(self) -> str:
         return f"<BlockState {self.name}>"
@@ -374,9 +379,12 @@ class Run:
         self.executor: Executor = executor if executor is not None else ThreadExecutor()
         self.events = EventHub(listeners)
         self.sql = SqlResources(dict(connections or {}))
-        if keep_outputs not in ("all", "none"):
-            raise PipelineError(f"keep_outputs must be 'all' or 'none', not {keep_outputs!r}")
+        if keep_outputs not in KEEP_OUTPUTS:
+            raise PipelineError(
+                f"keep_outputs must be one of {', '.join(KEEP_OUTPUTS)}, not {keep_outputs!r}"
+            )
         self._keep = keep_outputs == "all"
+        self._preview = PREVIEW_OUTPUTS if keep_outputs == "preview" else 0
         self._streams: dict[int, _Stream] = {}  # id(streaming instance) -> its stream
         self._stream_children: dict[int, _Stream] = {}  # id(child) -> the stream it counts in
         self._streamed_groups: dict[int, list[tuple[BlockState, tuple[int, ...]]]] = {}
@@ -740,7 +748,9 @@ class Run:
         self.events.instance_finished(run=self.record, instance=inst)
         self._emit(state, inst.key, inst.fanouts, ROW_OK, value, inst)
         if not self._keep:
-            inst.output = None
+            state.kept += 1
+            if state.kept > self._preview:
+                inst.output = None
         if self._stream_children:
             self._release(inst)
 
@@ -752,7 +762,7 @@ class Run:
         inst.error = None
         inst.fanout = FanoutRecord(state.name, inst.uuid, 0, [], None)
         inst.fanout.streaming = True
-        inst.output = [] if self._keep else None
+        inst.output = [] if self._keep or self._preview else None
         stream = _Stream(inst, iterator, state.block.spec.window or DEFAULT_WINDOW)
         self._streams[id(inst)] = stream
         self._pump(stream)
