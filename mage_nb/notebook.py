@@ -184,3 +184,11 @@ def run_prelude(notebook: Notebook, namespace: dict[str, Any]) -> list[str]:
                 f"cell {cell.number} (prelude) raised {type(exc).__name__}: {exc}; nothing ran\n{text}"
             ) from None
     return warnings
+
+
+def prelude_namespace(path: str) -> dict[str, Any]:
+    """A fresh namespace with the notebook's prelude run in it (what a worker process starts
+    from; the prelude's warnings were already reported by the run that started it)."""
+    namespace = new_namespace()
+    run_prelude(load_notebook(path), namespace)
+    return namespace

@@ -8,6 +8,7 @@ instances run.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,10 @@ from .config import load_connections
 from .engine.dag import Pipeline
 from .engine.errors import PipelineError
 from .engine.events import RunListener
-from .engine.executors import Executor, SyncExecutor, ThreadExecutor
+from .engine.executors import Executor, ProcessExecutor, SyncExecutor, ThreadExecutor
 from .engine.record import PipelineRun
 from .engine.scheduler import OutputCapture, Run
-from .notebook import load_notebook, new_namespace, run_prelude
+from .notebook import load_notebook, new_namespace, prelude_namespace, run_prelude
 
 EXECUTOR_NAMES = ("threads", "sync", "processes", "dask")
 
@@ -32,8 +33,10 @@ def make_executor(
         return ThreadExecutor(max_workers), True
     if executor == "sync":
         return SyncExecutor(), True
+    if executor == "processes":
+        return ProcessExecutor(max_workers), True
     if isinstance(executor, str):
-        if executor in ("processes", "dask"):
+        if executor == "dask":
             raise PipelineError(
                 f"the {executor!r} executor is not available in this version yet; use 'threads'"
             )
@@ -74,6 +77,7 @@ def run_notebook(
             capture=capture,
             connections=load_connections(Path(path).parent),
             keep_outputs=keep_outputs,
+            setup=functools.partial(prelude_namespace, str(path)),
         )
         run.record.warnings.extend(warnings)
         return run.execute()

@@ -114,3 +114,94 @@ class ThreadExecutor:
         if wait and not self._replaced:
             for thread in self._threads:
                 thread.join()
+
+
+class ProcessExecutor:
+    """A local process pool for CPU-bound blocks.
+
+    Workers are started once per run (``start``) with the run's ``Program``: the notebook's
+    prelude runs once in each. The scheduler sends batches as bytes (``remote.run_tasks``).
+    A worker process that dies takes its pool down with it; the pool is then started again
+    and the lost batches are sent again (up to ``resubmits`` times), so a killed worker costs
+    time, not instances.
+    """
+
+    remote = True
+    target_batch_seconds = 0.05
+
+    def __init__(self, max_workers: int | None = None, resubmits: int = 3):
+        self.workers = max_workers or os.cpu_count() or 1
+        self.resubmits = resubmits
+        self._pool: Any = None
+        self._program: bytes | None = None
+        self._lock = threading.Lock()
+
+    def start(self, program: bytes) -> None:
+        self._program = program
+        self._new_pool()
+
+    def _new_pool(self) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from . import remote
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["mage_nb.engine.remote"])
+        start: Any = remote.start_worker  # typeshed expects an initializer of no arguments
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=start, initargs=(self._program,)
+        )
+
+    def submit(self, fn: Callable[[Any], Any], batch: Any, done: Callable[[Any], None]) -> None:
+        self._submit(fn, batch, done, self.resubmits)
+
+    def _submit(
+        self, fn: Callable[[Any], Any], batch: Any, done: Callable[[Any], None], left: int
+    ) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        with self._lock:
+            pool = self._pool
+        try:
+            future = pool.submit(fn, batch)
+        except (BrokenProcessPool, RuntimeError) as exc:
+            self._recover(pool, fn, batch, done, left, exc)
+            return
+
+        def finished(f: Any) -> None:
+            try:
+                done(f.result())
+            except BrokenProcessPool as exc:
+                self._recover(pool, fn, batch, done, left, exc)
+            except BaseException as exc:
+                done(exc)
+
+        future.add_done_callback(finished)
+
+    def _recover(
+        self,
+        broken: Any,
+        fn: Callable[[Any], Any],
+        batch: Any,
+        done: Callable[[Any], None],
+        left: int,
+        exc: BaseException,
+    ) -> None:
+        if left <= 0:
+            done(exc)
+            return
+        with self._lock:
+            if self._pool is broken and self._program is not None:
+                broken.shutdown(wait=False, cancel_futures=True)
+                self._new_pool()
+        self._submit(fn, batch, done, left - 1)
+
+    def replace_stuck_worker(self) -> None:
+        pass
+
+    def close(self, *, wait: bool = True) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=not wait)

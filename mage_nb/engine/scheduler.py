@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, Protocol
 
+from . import remote
 from .code import CompiledBody, compile_body
 from .dag import Block, Pipeline
 from .errors import FanoutError, PipelineError
@@ -75,7 +76,7 @@ from .sql import SqlBody, SqlResources
 # Row states.
 ROW_OK, ROW_FAILED, ROW_GHOST = 0, 1, 2
 # Queue messages.
-_DONE, _STARTED, _WAKE, _PULLED = 0, 1, 2, 3
+_DONE, _STARTED, _WAKE, _PULLED, _REMOTE = 0, 1, 2, 3, 4
 # Timer kinds.
 _RETRY, _DEADLINE = 0, 1
 _TARGET_BATCH_SECONDS = 0.004
@@ -367,6 +368,7 @@ class Run:
         capture: OutputCapture | None = None,
         connections: Mapping[str, str] | None = None,
         keep_outputs: str = "all",
+        setup: Callable[[], dict[str, Any]] | None = None,
     ):
         """``blocks`` limits the run to those blocks (with every ancestor they need);
         ``memo`` gives, per block, completed instances of an earlier run by key: an instance
@@ -414,6 +416,22 @@ class Run:
         self._announce = any(s.timeout for s in self.states)
         self.capture = capture
         self._runner = self._run_one if capture is None else self._run_captured
+        self._remote = bool(getattr(self.executor, "remote", False))
+        self._target_batch = getattr(self.executor, "target_batch_seconds", _TARGET_BATCH_SECONDS)
+        if self._remote:
+            if setup is None:
+                raise PipelineError(
+                    "this executor runs blocks in other processes and needs the notebook's "
+                    "prelude: run the notebook with run_notebook / mage-nb run"
+                )
+            program = remote.Program(
+                specs=tuple(b.spec for b in pipeline),
+                setup=setup,
+                params=self.params,
+                connections=dict(connections or {}),
+                capture=capture is not None,
+            )
+            self.executor.start(remote.cloudpickle.dumps(program))  # type: ignore[attr-defined]
 
     def _prepare(self, block: Block) -> BlockState:
         spec = block.spec
@@ -533,7 +551,11 @@ class Run:
                 started(run=self.record, instance=inst)
             state.running += size
             self._outstanding += 1
-            self.executor.submit(self._run_batch, batch, self._completions.put)
+            if self._remote:
+                payload = remote.pack(state.name, [_task(inst) for inst in batch])
+                self.executor.submit(remote.run_tasks, payload, self._remote_reply(batch))
+            else:
+                self.executor.submit(self._run_batch, batch, self._completions.put)
 
     def _run_batch(self, batch: list[BlockRun]) -> tuple[int, list[tuple[Any, ...]]]:
         """Runs on a worker: execute each instance, catch its errors, time it."""
@@ -620,7 +642,7 @@ class Run:
                 self._ready.add(state)
             elapsed = results[-1][5] - first[4]
             per = max(elapsed / len(results), 1e-7)
-            state.batch_cap = max(1, min(_MAX_BATCH, int(_TARGET_BATCH_SECONDS / per)))
+            state.batch_cap = max(1, min(_MAX_BATCH, int(self._target_batch / per)))
             for inst, attempt, ok, payload, started, ended, captured in results:
                 if inst.status != RUNNING or inst.attempts != attempt:
                     continue
@@ -633,6 +655,8 @@ class Run:
                     self._complete(inst, payload)
                 else:
                     self._fail(inst, payload)
+        elif kind == _REMOTE:
+            self._handle((_DONE, self._remote_results(message[1], message[2])))
         elif kind == _PULLED:
             self._outstanding -= 1
             self._take_items(*message[1:])
@@ -798,6 +822,28 @@ class Run:
             captured = capture.end(token) if capture is not None else None
         return (_PULLED, stream, items, done, error, captured)
 
+    def _remote_reply(self, batch: list[BlockRun]) -> Callable[[Any], None]:
+        put = self._completions.put
+
+        def reply(answer: Any) -> None:
+            put((_REMOTE, batch, answer))
+
+        return reply
+
+    def _remote_results(self, batch: list[BlockRun], answer: Any) -> list[tuple[Any, ...]]:
+        """A remote batch's answer as local results (a lost batch fails its instances)."""
+        attempts = [inst.attempts for inst in batch]
+        if isinstance(answer, BaseException):
+            now = time.time()
+            error = ErrorInfo(
+                "WorkerLost", f"the worker process running this instance was lost: {answer!r}"
+            )
+            return [(i, a, False, error, now, now, None) for i, a in zip(batch, attempts)]
+        return [
+            (inst, attempt, *result)
+            for inst, attempt, result in zip(batch, attempts, remote.unpack_results(answer))
+        ]
+
     def _take_items(
         self, stream: _Stream, items: list[Any], done: bool, error: ErrorInfo | None, captured: Any
     ) -> None:
@@ -884,6 +930,8 @@ class Run:
             if group is not None and group.complete():
                 del state.groups[prefix]
                 self._close_group(state, prefix, group)
+        if self._stream_children:
+            self._release(inst)  # a stream that is itself a child of a stream is done too
 
     def _release(self, inst: BlockRun) -> None:
         """A child of a stream finished: make room for the next items."""
@@ -1163,6 +1211,19 @@ def _is_broken(origin: Any) -> bool:
     if isinstance(origin, BlockRun):
         return origin.status != COMPLETED
     return isinstance(origin, GroupResult) and not origin.ok
+
+
+def _task(inst: BlockRun) -> remote.Task:
+    return remote.Task(
+        uuid=inst.uuid,
+        key=inst.key,
+        lineage=inst.lineage,
+        metadata=dict(inst.metadata),
+        attempt=inst.attempts,
+        inputs=inst.inputs or (),
+        reduced_from=inst.reduced_from,
+        failed=inst.failed,
+    )
 
 
 def _merge_captured(before: Any, after: Any) -> Any:

@@ -1,0 +1,187 @@
+"""Running instances in other processes: what is shipped, and what a worker process does.
+
+A worker receives a ``Program`` once (the block specs, a callable that builds the notebook's
+namespace by running its prelude, the run's parameters and connections) and compiles each
+block's body the first time it runs it. After that, a batch of instances costs one message
+each way: the instances' inputs and context data go out, their outputs (or errors) and what
+they printed come back. Everything is serialised with cloudpickle, so functions and classes
+defined in the notebook travel by value.
+
+Invariant: a worker never sees ``BlockRun`` objects or the scheduler; it gets plain data and
+returns plain data, in batch order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+
+from .code import compile_body
+from .dag import Pipeline
+from .errors import FanoutError
+from .fanout import normalise
+from .instance import ErrorInfo
+from .spec import BlockSpec
+from .sql import SqlBody, SqlResources
+
+
+@dataclass(frozen=True)
+class Program:
+    """Everything a worker needs to run any instance of a pipeline."""
+
+    specs: tuple[BlockSpec, ...]
+    setup: Callable[[], dict[str, Any]]  # builds the namespace (runs the prelude)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    connections: Mapping[str, str] = field(default_factory=dict)
+    capture: bool = True
+
+
+@dataclass(frozen=True)
+class Task:
+    """One instance, as data."""
+
+    uuid: str
+    key: tuple[int, ...]
+    lineage: list[tuple[str, str]]
+    metadata: Mapping[str, Any]
+    attempt: int
+    inputs: tuple[Any, ...]
+    reduced_from: list[str]
+    failed: list[str]
+
+
+class RemoteContext:
+    """``context`` inside a worker process: the same attributes as the engine's ``Context``."""
+
+    def __init__(self, task: Task, block: str, params: Mapping[str, Any]):
+        self.uuid = task.uuid
+        self.block = block
+        self.index = tuple(k for k in task.key if k >= 0)
+        self.lineage = task.lineage
+        self.metadata = task.metadata
+        self.params = params
+        self.reduced_from = task.reduced_from
+        self.failed = task.failed
+        self.attempt = task.attempt
+
+    def __repr__(self) -> str:
+        return f"<context {self.uuid} attempt={self.attempt}>"
+
+
+class _Worker:
+    """Per-process state: the namespace and the bodies compiled so far."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.namespace = program.setup()
+        self.pipeline = Pipeline(list(program.specs))
+        self.sql = SqlResources(dict(program.connections))
+        self.bodies: dict[str, Any] = {}
+        self.capture: Any = None
+        if program.capture:
+            from ..capture import InstanceCapture, install
+
+            install()
+            self.capture = InstanceCapture()
+
+    def body(self, name: str) -> Any:
+        body = self.bodies.get(name)
+        if body is None:
+            block = self.pipeline[name]
+            spec = block.spec
+            if spec.kind == "sql":
+                assert block.sql is not None
+                body = SqlBody(
+                    name,
+                    spec.source,
+                    block.upstream,
+                    self.namespace,
+                    self.sql,
+                    spec.connection,
+                    block.sql,
+                )
+            else:
+                body = compile_body(
+                    spec.source,
+                    name,
+                    block.upstream,
+                    self.namespace,
+                    info=block.info,
+                    header=spec.header,
+                )
+            self.bodies[name] = body
+        return body
+
+    def run(self, name: str, tasks: list[Task]) -> list[tuple[Any, ...]]:
+        block = self.pipeline[name]
+        body = self.body(name)
+        fans_out = block.dynamic and block.reduce is None
+        spec = block.spec
+        filename = f"<block {name}>"
+        results: list[tuple[Any, ...]] = []
+        for task in tasks:
+            context = RemoteContext(task, name, self.program.params)
+            token = self.capture.begin(None) if self.capture is not None else None
+            started = time.time()
+            try:
+                value = body.run(
+                    context,
+                    task.inputs,
+                    lambda t=task, c=context: _keywords(t, c, self.program.params),
+                )
+                if fans_out:
+                    value = normalise(
+                        value, name, max_children=spec.max_children, on_overflow=spec.on_overflow
+                    )
+                outcome: tuple[Any, ...] = (True, value)
+            except FanoutError as exc:
+                outcome = (False, ErrorInfo(type(exc).__name__, str(exc)))
+            except BaseException as exc:
+                outcome = (False, ErrorInfo.from_exception(exc, block_file=filename))
+            captured = self.capture.end(token) if self.capture is not None else None
+            results.append((*outcome, started, time.time(), captured))
+        return results
+
+
+def _keywords(task: Task, context: RemoteContext, params: Mapping[str, Any]) -> dict[str, Any]:
+    keywords: dict[str, Any] = {**params, **task.metadata}
+    keywords["block_uuid"] = task.uuid
+    keywords["dynamic_block_index"] = task.key[-1] if task.key else None
+    keywords["context"] = context
+    return keywords
+
+
+_worker: _Worker | None = None
+
+
+def start_worker(program: bytes) -> None:
+    """Process-pool initializer: build the namespace once per worker process."""
+    global _worker
+    _worker = _Worker(cloudpickle.loads(program))
+
+
+def run_tasks(payload: bytes) -> bytes:
+    """Run one batch in this worker; the answer is cloudpickled (outputs may be notebook types)."""
+    assert _worker is not None, "worker not started"
+    name, tasks = cloudpickle.loads(payload)
+    try:
+        return bytes(cloudpickle.dumps(_worker.run(name, tasks)))
+    except Exception as exc:  # an output that cannot be pickled fails the batch, clearly
+        error = ErrorInfo(
+            type(exc).__name__, f"could not send the results back from the worker: {exc}"
+        )
+        now = time.time()
+        return bytes(cloudpickle.dumps([(False, error, now, now, None) for _ in tasks]))
+
+
+def pack(name: str, tasks: list[Task]) -> bytes:
+    return bytes(cloudpickle.dumps((name, tasks)))
+
+
+def unpack_results(data: bytes) -> list[tuple[Any, ...]]:
+    results: list[tuple[Any, ...]] = cloudpickle.loads(data)
+    return results
