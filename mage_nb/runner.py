@@ -66,6 +66,7 @@ def run_notebook(
     namespace = new_namespace()
     warnings = run_prelude(notebook, namespace)
     chosen, owned = make_executor(executor, max_workers)
+    record: PipelineRun | None = None
     try:
         run = Run(
             pipeline,
@@ -80,7 +81,10 @@ def run_notebook(
             setup=functools.partial(prelude_namespace, str(path)),
         )
         run.record.warnings.extend(warnings)
-        return run.execute()
+        record = run.execute()
+        return record
     finally:
         if owned:
-            chosen.close(wait=False)
+            # A finished run leaves idle workers: wait for them to go. A cancelled one may
+            # leave a body running: do not wait on it.
+            chosen.close(wait=record is not None and record.status != "cancelled")

@@ -201,7 +201,15 @@ class ProcessExecutor:
         pass
 
     def close(self, *, wait: bool = True) -> None:
+        """Stop the workers: let them finish (``wait``), or terminate them (a cancelled run).
+
+        Worker processes must not outlive the run: they hold the parent's stdout and stderr.
+        """
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=not wait)
+        if pool is None:
+            return
+        if not wait:
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
