@@ -258,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             listeners=listeners,
             capture=capture,
             keep_outputs=args.keep_outputs or ("all" if args.json else "none"),
+            address=args.address,
         )
     except PipelineError as exc:
         print(f"mage-nb: error: {exc}", file=sys.stderr)

@@ -17,7 +17,13 @@ from .config import load_connections
 from .engine.dag import Pipeline
 from .engine.errors import PipelineError
 from .engine.events import RunListener
-from .engine.executors import Executor, ProcessExecutor, SyncExecutor, ThreadExecutor
+from .engine.executors import (
+    DaskExecutor,
+    Executor,
+    ProcessExecutor,
+    SyncExecutor,
+    ThreadExecutor,
+)
 from .engine.record import PipelineRun
 from .engine.scheduler import OutputCapture, Run
 from .notebook import load_notebook, new_namespace, prelude_namespace, run_prelude
@@ -26,20 +32,28 @@ EXECUTOR_NAMES = ("threads", "sync", "processes", "dask")
 
 
 def make_executor(
-    executor: Executor | str | None, max_workers: int | None = None
+    executor: Executor | str | None, max_workers: int | None = None, address: str | None = None
 ) -> tuple[Executor, bool]:
-    """Return (executor, whether the caller owns it and must close it)."""
+    """Return (executor, whether the caller owns it and must close it).
+
+    A Dask scheduler that cannot be reached is a ``PipelineError`` here, before anything runs.
+    """
+    if address and executor not in (None, "dask"):
+        raise PipelineError("--address names a Dask scheduler: use it with --executor dask")
     if executor is None or executor == "threads":
         return ThreadExecutor(max_workers), True
     if executor == "sync":
         return SyncExecutor(), True
     if executor == "processes":
         return ProcessExecutor(max_workers), True
+    if executor == "dask":
+        dask = DaskExecutor(address, max_workers)
+        try:
+            dask.connect()
+        except (OSError, TimeoutError) as exc:
+            raise PipelineError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        return dask, True
     if isinstance(executor, str):
-        if executor == "dask":
-            raise PipelineError(
-                f"the {executor!r} executor is not available in this version yet; use 'threads'"
-            )
         raise PipelineError(f"unknown executor {executor!r}: use one of threads, processes, dask")
     return executor, False
 
@@ -52,6 +66,7 @@ def run_notebook(
     max_workers: int | None = None,
     listeners: Iterable[RunListener] = (),
     run_id: str | None = None,
+    address: str | None = None,
     capture: OutputCapture | None = None,
     keep_outputs: str = "all",
 ) -> PipelineRun:
@@ -63,11 +78,11 @@ def run_notebook(
     """
     notebook = load_notebook(path)
     pipeline = Pipeline(notebook.specs)
-    namespace = new_namespace()
-    warnings = run_prelude(notebook, namespace)
-    chosen, owned = make_executor(executor, max_workers)
+    chosen, owned = make_executor(executor, max_workers, address)
     record: PipelineRun | None = None
     try:
+        namespace = new_namespace()
+        warnings = run_prelude(notebook, namespace)
         run = Run(
             pipeline,
             namespace,

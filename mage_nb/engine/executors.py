@@ -213,3 +213,72 @@ class ProcessExecutor:
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskExecutor:
+    """A Dask distributed cluster: an existing one (``address``) or a local one for the run.
+
+    The run's ``Program`` is started on every worker once (and on any worker that joins
+    later, on its first batch); batches are ordinary Dask tasks, so a worker that dies has
+    its batches re-run elsewhere by the scheduler.
+    """
+
+    remote = True
+    target_batch_seconds = 0.05
+
+    def __init__(
+        self, address: str | None = None, max_workers: int | None = None, timeout: float = 10
+    ):
+        self.address = address
+        self.workers = max_workers or os.cpu_count() or 1
+        self.timeout = timeout
+        self._client: Any = None
+        self._cluster: Any = None
+        self._program: bytes | None = None
+
+    def connect(self) -> None:
+        """Reach the scheduler (or start a local cluster); errors here mean nothing ran."""
+        from distributed import Client, LocalCluster
+
+        if self._client is not None:
+            return
+        if self.address:
+            self._client = Client(self.address, timeout=f"{self.timeout}s", set_as_default=False)
+        else:
+            self._cluster = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+            )
+            self._client = Client(self._cluster, set_as_default=False)
+        self.workers = max(1, len(self._client.scheduler_info().get("workers", {})) or self.workers)
+
+    def start(self, program: bytes) -> None:
+        from . import remote
+
+        self.connect()
+        self._program = program
+        self._client.run(remote.start_worker, program)
+
+    def submit(self, fn: Callable[[Any], Any], batch: Any, done: Callable[[Any], None]) -> None:
+        future = self._client.submit(fn, batch, self._program, pure=False)
+
+        def finished(f: Any) -> None:
+            try:
+                done(f.result())
+            except BaseException as exc:
+                done(exc)
+
+        future.add_done_callback(finished)
+
+    def replace_stuck_worker(self) -> None:
+        pass
+
+    def close(self, *, wait: bool = True) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            cluster.close()

@@ -155,21 +155,36 @@ def _keywords(task: Task, context: RemoteContext, params: Mapping[str, Any]) -> 
     return keywords
 
 
-_worker: _Worker | None = None
+#: Programs this process has started, by key (a cluster may serve several runs).
+_workers: dict[str, _Worker] = {}
+
+
+def program_key(program: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(program).hexdigest()[:16]
 
 
 def start_worker(program: bytes) -> None:
-    """Process-pool initializer: build the namespace once per worker process."""
-    global _worker
-    _worker = _Worker(cloudpickle.loads(program))
+    """Build the namespace of a program once in this process (runs the notebook's prelude)."""
+    key = program_key(program)
+    if key not in _workers:
+        _workers[key] = _Worker(cloudpickle.loads(program))
 
 
-def run_tasks(payload: bytes) -> bytes:
-    """Run one batch in this worker; the answer is cloudpickled (outputs may be notebook types)."""
-    assert _worker is not None, "worker not started"
-    name, tasks = cloudpickle.loads(payload)
+def run_tasks(payload: bytes, program: bytes | None = None) -> bytes:
+    """Run one batch here; the answer is cloudpickled (outputs may be notebook types).
+
+    ``program`` is sent along where a worker may not have been started with it (a Dask
+    worker that joined or was restarted mid-run); it is then started on first use.
+    """
+    key, name, tasks = cloudpickle.loads(payload)
+    if key not in _workers:
+        if program is None:
+            raise RuntimeError("this worker was not started with the run's program")
+        start_worker(program)
     try:
-        return bytes(cloudpickle.dumps(_worker.run(name, tasks)))
+        return bytes(cloudpickle.dumps(_workers[key].run(name, tasks)))
     except Exception as exc:  # an output that cannot be pickled fails the batch, clearly
         error = ErrorInfo(
             type(exc).__name__, f"could not send the results back from the worker: {exc}"
@@ -178,8 +193,8 @@ def run_tasks(payload: bytes) -> bytes:
         return bytes(cloudpickle.dumps([(False, error, now, now, None) for _ in tasks]))
 
 
-def pack(name: str, tasks: list[Task]) -> bytes:
-    return bytes(cloudpickle.dumps((name, tasks)))
+def pack(key: str, name: str, tasks: list[Task]) -> bytes:
+    return bytes(cloudpickle.dumps((key, name, tasks)))
 
 
 def unpack_results(data: bytes) -> list[tuple[Any, ...]]:

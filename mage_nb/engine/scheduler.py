@@ -203,7 +203,17 @@ class _Stream:
     """A streaming dynamic instance: its generator is pulled on a worker, a chunk at a time,
     only while fewer than ``window`` of its children are pending or running (back-pressure)."""
 
-    __slots__ = ("child_fanouts", "done", "inst", "iterator", "namer", "open", "pulling", "window")
+    __slots__ = (
+        "child_fanouts",
+        "chunk",
+        "done",
+        "inst",
+        "iterator",
+        "namer",
+        "open",
+        "pulling",
+        "window",
+    )
 
     def __init__(self, inst: BlockRun, iterator: Iterator[Any], window: int):
         self.inst = inst
@@ -215,6 +225,7 @@ class _Stream:
         self.open = 0
         self.pulling = False
         self.done = False
+        self.chunk = 1  # the first item goes down alone; pulls then grow to _PULL_CHUNK
 
 
 class BlockState:
@@ -431,7 +442,9 @@ class Run:
                 connections=dict(connections or {}),
                 capture=capture is not None,
             )
-            self.executor.start(remote.cloudpickle.dumps(program))  # type: ignore[attr-defined]
+            shipped = bytes(remote.cloudpickle.dumps(program))
+            self._program_key = remote.program_key(shipped)
+            self.executor.start(shipped)  # type: ignore[attr-defined]
 
     def _prepare(self, block: Block) -> BlockState:
         spec = block.spec
@@ -552,7 +565,9 @@ class Run:
             state.running += size
             self._outstanding += 1
             if self._remote:
-                payload = remote.pack(state.name, [_task(inst) for inst in batch])
+                payload = remote.pack(
+                    self._program_key, state.name, [_task(inst) for inst in batch]
+                )
                 self.executor.submit(remote.run_tasks, payload, self._remote_reply(batch))
             else:
                 self.executor.submit(self._run_batch, batch, self._completions.put)
@@ -676,7 +691,12 @@ class Run:
             if kind == _RETRY:
                 inst.state.ready.append(inst)
                 self._ready.add(inst.state)
-            elif inst.status == RUNNING and inst.attempts == attempt:
+            elif (
+                inst.status == RUNNING
+                and inst.attempts == attempt
+                and id(inst) not in self._streams
+            ):
+                # (a streaming instance's body has returned: its timeout covered that call)
                 state = inst.state
                 self.executor.replace_stuck_worker()
                 self._outstanding -= 1
@@ -799,7 +819,9 @@ class Run:
             return  # back-pressure: the generator waits until children finish
         stream.pulling = True
         self._outstanding += 1
-        self.executor.submit(self._pull, (stream, min(room, _PULL_CHUNK)), self._completions.put)
+        count = min(room, stream.chunk)
+        stream.chunk = min(_PULL_CHUNK, stream.chunk * 2)
+        self.executor.submit(self._pull, (stream, count), self._completions.put)
 
     def _pull(self, job: tuple[_Stream, int]) -> tuple[Any, ...]:
         """Runs on a worker: the next few items of a stream (the generator's code runs here)."""

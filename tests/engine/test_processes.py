@@ -6,54 +6,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from conformance import CONFORMANCE, comparable
 from helpers import write_notebook
 
 import mage_nb
-from mage_nb.engine.record import PipelineRun
-
-PRELUDE = """\
-import os
-from pathlib import Path
-
-class Box:
-    def __init__(self, value):
-        self.value = value
-    def __repr__(self):
-        return f"Box({self.value})"
-
-def square(x):
-    return x * x
-"""
-
-CONFORMANCE = [
-    PRELUDE,
-    "%%loader users --dynamic\n"
-    "[[{'id': i} for i in range(6)], [{'block_uuid': f'u{i}', 'tier': i % 2} for i in range(6)]]",
-    "%%transformer scored\nsquare(users['id']) + context.metadata['tier']",
-    "%%transformer boxed\nBox(users['id'])",
-    "%%transformer both\n(scored, boxed.value)",
-    "%%loader colours --dynamic\n['red', 'blue']",
-    "%%transformer pairs\n(users['id'], colours)",
-    "%%transformer nested --dynamic\n[scored * 10 + j for j in range(3)]",
-    "%%transformer leaf\nnested + 1",
-    "%%transformer inner --reduce sum\nleaf",
-    "%%transformer outer --reduce\ninner",
-    "%%transformer risky\nif users['id'] == 3:\n    raise ValueError('three')\nusers['id']",
-    "%%transformer after_risky --reduce --reduce-policy partial\nrisky",
-    "%%exporter report\n(outer, after_risky, context.failed)",
-    "%%transformer fn_style\n@transformer\ndef f(users, *args, block_uuid=None, tier=None, **kwargs):\n"
-    "    return (users['id'], block_uuid, tier, kwargs.get('day'))",
-]
-
-
-def _comparable(run: PipelineRun) -> list[tuple[str, str, Any]]:
-    return [
-        (r["uuid"], r["status"], r["output"] if r["status"] == "completed" else r["error"]["type"])
-        for r in run.to_record()["block_runs"]
-    ]
 
 
 def test_processes_give_the_same_record_as_threads(tmp_path: Path) -> None:
@@ -61,7 +19,7 @@ def test_processes_give_the_same_record_as_threads(tmp_path: Path) -> None:
     threads = mage_nb.run_notebook(nb, params={"day": "mon"}, executor="threads")
     processes = mage_nb.run_notebook(nb, params={"day": "mon"}, executor="processes")
     assert threads.status == processes.status == "failed"  # risky:u3 fails, by design
-    assert _comparable(processes) == _comparable(threads)
+    assert comparable(processes) == comparable(threads)
     assert processes.block_runs["report"].output[2] == ["after_risky:u3"]
     assert processes.block_runs["fn_style:u2"].output == (2, "fn_style:u2", 0, "mon")
     assert repr(processes.block_runs["boxed:u4"].output) == "Box(4)"  # a prelude class
@@ -166,4 +124,4 @@ def test_example_notebooks_give_the_same_outputs_on_processes(name: str, root: P
     nb = root / "notebooks" / f"{name}.ipynb"
     threads = mage_nb.run_notebook(nb, executor="threads")
     processes = mage_nb.run_notebook(nb, executor="processes")
-    assert _comparable(processes) == _comparable(threads)
+    assert comparable(processes) == comparable(threads)
