@@ -1,0 +1,191 @@
+"""The Dask executor against a real cluster: a ``dask scheduler`` and two ``dask worker``
+processes started on 127.0.0.1 by the fixture and stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conformance import CONFORMANCE, comparable
+from helpers import write_notebook
+
+import mage_nb
+
+pytestmark = pytest.mark.filterwarnings(
+    # distributed's own shutdown chatter on a closing client is not ours to fix
+    "ignore::DeprecationWarning:distributed",
+    "ignore::UserWarning:distributed",
+    "ignore::ResourceWarning",
+)
+
+DASK = Path(sys.executable).parent / "dask"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_workers(address: str, count: int, timeout: float = 60) -> None:
+    from distributed import Client
+
+    with Client(address, timeout="20s", set_as_default=False) as client:
+        client.wait_for_workers(count, timeout=timeout)
+
+
+class Cluster:
+    def __init__(self, tmp: Path):
+        self.port = _free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.tmp = tmp
+        self.scheduler = self._spawn(
+            "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"
+        )
+        self.workers = [self.add_worker() for _ in range(2)]
+        _wait_for_workers(self.address, 2)
+
+    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.tmp / f"{args[0]}-{time.monotonic_ns()}.log").open("wb")
+        return subprocess.Popen(
+            [str(DASK), *args], stdout=log, stderr=log, cwd=self.tmp, start_new_session=True
+        )
+
+    def add_worker(self) -> subprocess.Popen[bytes]:
+        return self._spawn(
+            "worker", self.address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"
+        )
+
+    def stop(self) -> None:
+        for process in (*self.workers, self.scheduler):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in (*self.workers, self.scheduler):
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    running = Cluster(tmp_path_factory.mktemp("dask"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_dask_cluster_gives_the_same_record_as_threads(cluster: Cluster, tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "conformance.ipynb", CONFORMANCE)
+    threads = mage_nb.run_notebook(nb, params={"day": "mon"}, executor="threads")
+    dask = mage_nb.run_notebook(nb, params={"day": "mon"}, executor="dask", address=cluster.address)
+    assert comparable(dask) == comparable(threads)
+    assert repr(dask.block_runs["boxed:u4"].output) == "Box(4)"
+
+
+def test_instances_run_on_the_cluster_workers(cluster: Cluster, tmp_path: Path) -> None:
+    nb = write_notebook(
+        tmp_path / "where.ipynb",
+        [
+            "import os, time",
+            "%%loader items --dynamic\nlist(range(16))",
+            "%%transformer where\ntime.sleep(0.2 + 0 * items)\nos.getpid()",
+        ],
+    )
+    run = mage_nb.run_notebook(nb, executor="dask", address=cluster.address)
+    pids = {r.output for r in run.instances("where")}
+    assert run.status == "completed"
+    assert os.getpid() not in pids
+    assert len(pids) == 2
+
+
+def test_a_worker_killed_mid_run_loses_no_instance(cluster: Cluster, tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    nb = write_notebook(
+        tmp_path / "kill.ipynb",
+        [
+            f"import os, signal, time\nfrom pathlib import Path\nMARKS = Path({str(marks)!r})",
+            "%%loader items --dynamic\nlist(range(12))",
+            "%%transformer work\n"
+            "if items == 4 and not (MARKS / 'killed').exists():\n"
+            "    (MARKS / 'killed').write_text(str(os.getpid()))\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "time.sleep(0.05)\n"
+            "items * 2",
+            "%%transformer summed --reduce sum\nwork",
+            "%%exporter total\nsummed",
+        ],
+    )
+    run = mage_nb.run_notebook(nb, executor="dask", address=cluster.address)
+    assert (marks / "killed").exists()
+    assert run.status == "completed", [(r.uuid, r.error) for r in run.instances() if r.error]
+    assert run.block_runs["total"].output == sum(i * 2 for i in range(12))
+    assert all(r.attempts == 1 for r in run.instances("work"))
+    cluster.workers.append(cluster.add_worker())  # keep two workers for the tests after
+    _wait_for_workers(cluster.address, 2)
+
+
+def test_an_unreachable_scheduler_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    nb = write_notebook(
+        tmp_path / "nowhere.ipynb",
+        [
+            f"from pathlib import Path\nPath({str(marker)!r}).write_text('prelude ran')",
+            "%%loader a\n1",
+        ],
+    )
+    started = time.monotonic()
+    with pytest.raises(mage_nb.PipelineError, match="cannot reach the Dask scheduler"):
+        mage_nb.run_notebook(nb, executor="dask", address=f"tcp://127.0.0.1:{_free_port()}")
+    assert time.monotonic() - started < 30
+    assert not marker.exists()
+
+
+def test_the_cli_runs_on_a_dask_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    nb = write_notebook(
+        tmp_path / "cli.ipynb",
+        ["%%loader items --dynamic\n[1, 2, 3]", "%%transformer t --reduce sum\nitems * 10"],
+    )
+    out = tmp_path / "run.json"
+    args = ["run", str(nb), "--executor", "dask", "--address", cluster.address, "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "mage_nb", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    assert [r["output"] for r in record["block_runs"] if r["block"] == "t"] == [10, 20, 30]
+    bad = subprocess.run(
+        [sys.executable, "-m", "mage_nb", "run", str(nb), "--address", cluster.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "--address" in bad.stderr
+
+
+def test_without_an_address_a_local_cluster_is_started_and_stopped(tmp_path: Path) -> None:
+    nb = write_notebook(
+        tmp_path / "local.ipynb",
+        ["import os", "%%loader items --dynamic\n[1, 2]", "%%transformer t\n(items, os.getpid())"],
+    )
+    run = mage_nb.run_notebook(nb, executor="dask", max_workers=2)
+    assert run.status == "completed"
+    assert [r.output[0] for r in run.instances("t")] == [1, 2]
+    assert os.getpid() not in {r.output[1] for r in run.instances("t")}
