@@ -94,6 +94,9 @@ def run_notebook(
             connections=load_connections(Path(path).parent),
             keep_outputs=keep_outputs,
             setup=functools.partial(prelude_namespace, str(path)),
+            executor_factory=lambda kind: make_executor(
+                kind, max_workers, address if kind == "dask" else None
+            )[0],
         )
         run.record.warnings.extend(warnings)
         record = run.execute()

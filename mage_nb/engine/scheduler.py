@@ -46,7 +46,7 @@ from .code import CompiledBody, compile_body
 from .dag import Block, Pipeline
 from .errors import FanoutError, PipelineError
 from .events import EventHub, RunListener
-from .executors import Executor, ThreadExecutor
+from .executors import Executor, SyncExecutor, ThreadExecutor
 from .fanout import (
     EMPTY,
     FAILED,
@@ -260,6 +260,8 @@ class BlockState:
         self.groups: dict[tuple[int, ...], _Group] = {}
         self.memo: Mapping[tuple[int, ...], BlockRun] | None = None
         self.batch_cap = 4
+        self.executor: Executor = None  # type: ignore[assignment]  # set by Run
+        self.target_batch = _TARGET_BATCH_SECONDS
         self.kept = 0  # outputs kept so far under keep_outputs="preview"
 
     def __repr__(self) -> str:
@@ -380,6 +382,7 @@ class Run:
         connections: Mapping[str, str] | None = None,
         keep_outputs: str = "all",
         setup: Callable[[], dict[str, Any]] | None = None,
+        executor_factory: Callable[[str], Executor] | None = None,
     ):
         """``blocks`` limits the run to those blocks (with every ancestor they need);
         ``memo`` gives, per block, completed instances of an earlier run by key: an instance
@@ -427,9 +430,12 @@ class Run:
         self._announce = any(s.timeout for s in self.states)
         self.capture = capture
         self._runner = self._run_one if capture is None else self._run_captured
-        self._remote = bool(getattr(self.executor, "remote", False))
-        self._target_batch = getattr(self.executor, "target_batch_seconds", _TARGET_BATCH_SECONDS)
-        if self._remote:
+        self._owned: list[Executor] = [self.executor] if self._own_executor else []
+        self._assign_executors(executor_factory)
+        executors = {id(s.executor): s.executor for s in self.states}
+        self._capacity = max(2, 2 * sum(e.workers for e in executors.values()))
+        remotes = [e for e in executors.values() if getattr(e, "remote", False)]
+        if remotes:
             if setup is None:
                 raise PipelineError(
                     "this executor runs blocks in other processes and needs the notebook's "
@@ -444,7 +450,35 @@ class Run:
             )
             shipped = bytes(remote.cloudpickle.dumps(program))
             self._program_key = remote.program_key(shipped)
-            self.executor.start(shipped)  # type: ignore[attr-defined]
+            for chosen in remotes:
+                chosen.start(shipped)  # type: ignore[attr-defined]
+
+    def _assign_executors(self, factory: Callable[[str], Executor] | None) -> None:
+        """Each block runs on the run's executor, or the one its ``--executor`` names. When
+        the run's executor is remote, dynamic blocks stay in this process (on threads) so
+        that their generators can stream; their children go to the remote workers."""
+        by_kind: dict[str, Executor] = {executor_kind(self.executor): self.executor}
+        default_remote = bool(getattr(self.executor, "remote", False))
+        for state in self.states:
+            kind = state.block.spec.executor
+            if kind is None and default_remote and state.fans_out_items:
+                kind = "threads"
+            if kind is None or kind in by_kind:
+                state.executor = by_kind.get(kind or "", self.executor)
+            elif factory is not None or kind == "threads":
+                chosen = factory(kind) if factory is not None else ThreadExecutor()
+                by_kind[kind] = chosen
+                self._owned.append(chosen)
+                state.executor = chosen
+            else:
+                state.executor = self.executor
+                self._warn(
+                    f"block {state.name!r} asks for --executor {kind}; this run has only "
+                    f"the {executor_kind(self.executor)} executor, so it runs there"
+                )
+            state.target_batch = getattr(
+                state.executor, "target_batch_seconds", _TARGET_BATCH_SECONDS
+            )
 
     def _prepare(self, block: Block) -> BlockState:
         spec = block.spec
@@ -497,8 +531,8 @@ class Run:
                 self._cancel()
             gc.set_threshold(*gc_thresholds)
             self.sql.close()
-            if self._own_executor:
-                self.executor.close(wait=not self._cancelled)
+            for owned in self._owned:
+                owned.close(wait=not self._cancelled)
             record.ended = time.time()
             record.status = self._final_status()
             self.events.run_finished(run=record)
@@ -548,7 +582,7 @@ class Run:
             state = max(candidates, key=_depth)
             ready = state.ready
             size = min(
-                -(-len(ready) // self.executor.workers),
+                -(-len(ready) // state.executor.workers),
                 state.batch_cap,
                 state.max_concurrency - state.running,
             )
@@ -564,13 +598,13 @@ class Run:
                 started(run=self.record, instance=inst)
             state.running += size
             self._outstanding += 1
-            if self._remote:
+            if getattr(state.executor, "remote", False):
                 payload = remote.pack(
                     self._program_key, state.name, [_task(inst) for inst in batch]
                 )
-                self.executor.submit(remote.run_tasks, payload, self._remote_reply(batch))
+                state.executor.submit(remote.run_tasks, payload, self._remote_reply(batch))
             else:
-                self.executor.submit(self._run_batch, batch, self._completions.put)
+                state.executor.submit(self._run_batch, batch, self._completions.put)
 
     def _run_batch(self, batch: list[BlockRun]) -> tuple[int, list[tuple[Any, ...]]]:
         """Runs on a worker: execute each instance, catch its errors, time it."""
@@ -657,7 +691,7 @@ class Run:
                 self._ready.add(state)
             elapsed = results[-1][5] - first[4]
             per = max(elapsed / len(results), 1e-7)
-            state.batch_cap = max(1, min(_MAX_BATCH, int(self._target_batch / per)))
+            state.batch_cap = max(1, min(_MAX_BATCH, int(state.target_batch / per)))
             for inst, attempt, ok, payload, started, ended, captured in results:
                 if inst.status != RUNNING or inst.attempts != attempt:
                     continue
@@ -698,7 +732,7 @@ class Run:
             ):
                 # (a streaming instance's body has returned: its timeout covered that call)
                 state = inst.state
-                self.executor.replace_stuck_worker()
+                state.executor.replace_stuck_worker()
                 self._outstanding -= 1
                 state.running -= 1
                 if state.ready:
@@ -821,7 +855,7 @@ class Run:
         self._outstanding += 1
         count = min(room, stream.chunk)
         stream.chunk = min(_PULL_CHUNK, stream.chunk * 2)
-        self.executor.submit(self._pull, (stream, count), self._completions.put)
+        stream.inst.state.executor.submit(self._pull, (stream, count), self._completions.put)
 
     def _pull(self, job: tuple[_Stream, int]) -> tuple[Any, ...]:
         """Runs on a worker: the next few items of a stream (the generator's code runs here)."""
@@ -1245,6 +1279,17 @@ def _task(inst: BlockRun) -> remote.Task:
         inputs=inst.inputs or (),
         reduced_from=inst.reduced_from,
         failed=inst.failed,
+    )
+
+
+def executor_kind(executor: Any) -> str:
+    """The ``--executor`` name of an executor object."""
+    if isinstance(executor, ThreadExecutor):
+        return "threads"
+    if isinstance(executor, SyncExecutor):
+        return "sync"
+    return {"ProcessExecutor": "processes", "DaskExecutor": "dask"}.get(
+        type(executor).__name__, type(executor).__name__
     )
 
 

@@ -125,3 +125,40 @@ def test_example_notebooks_give_the_same_outputs_on_processes(name: str, root: P
     threads = mage_nb.run_notebook(nb, executor="threads")
     processes = mage_nb.run_notebook(nb, executor="processes")
     assert comparable(processes) == comparable(threads)
+
+
+def test_a_generator_streams_here_while_its_children_run_in_processes(tmp_path: Path) -> None:
+    nb = write_notebook(
+        tmp_path / "stream.ipynb",
+        [
+            "import os",
+            "%%loader items --dynamic --window 4\n((i, os.getpid()) for i in range(10))",
+            "%%transformer work\n(items[0] * 3, items[1], os.getpid())",
+            "%%transformer total --reduce sum\nwork[0]",
+            "%%exporter grand\ntotal",
+        ],
+    )
+    run = mage_nb.run_notebook(nb, executor="processes", max_workers=2)
+    assert run.status == "completed"
+    work = [r.output for r in run.instances("work")]
+    assert [w[0] for w in work] == [i * 3 for i in range(10)]
+    assert {w[1] for w in work} == {mage_nb_pid()}  # the generator ran in this process
+    assert mage_nb_pid() not in {w[2] for w in work}  # its children in worker processes
+    assert run.block_runs["grand"].output == sum(i * 3 for i in range(10))
+
+
+def test_a_block_can_ask_for_its_own_executor(tmp_path: Path) -> None:
+    nb = write_notebook(
+        tmp_path / "mixed.ipynb",
+        [
+            "import os",
+            "%%loader items --dynamic\n[1, 2, 3]",
+            "%%transformer here\n(items, os.getpid())",
+            "%%transformer there --executor processes\n(items, os.getpid())",
+        ],
+    )
+    run = mage_nb.run_notebook(nb, executor="threads")
+    assert run.status == "completed"
+    assert {r.output[1] for r in run.instances("here")} == {mage_nb_pid()}
+    assert mage_nb_pid() not in {r.output[1] for r in run.instances("there")}
+    assert [r.output[0] for r in run.instances("there")] == [1, 2, 3]
