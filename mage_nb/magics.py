@@ -9,6 +9,7 @@ leave the kernel unusable.
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import sys
 import threading
@@ -22,10 +23,12 @@ from IPython.display import display
 from . import capture
 from .engine.errors import PipelineError
 from .engine.events import RunListener
-from .engine.executors import Executor, SyncExecutor, ThreadExecutor
+from .engine.executors import Executor
 from .engine.instance import COMPLETED, FAILED
 from .engine.record import PipelineRun
 from .engine.spec import parse_header
+from .notebook import is_prelude_cell, namespace_from_cells
+from .runner import make_executor
 from .session import Session
 from .summary import format_summary
 
@@ -46,7 +49,8 @@ def _subcommand(name: str, *arguments: tuple[tuple[str, ...], dict[str, Any]]) -
 
 
 _RUN_OPTIONS = (
-    (("--executor",), {"choices": ("threads", "sync"), "default": "threads"}),
+    (("--executor",), {"choices": ("threads", "sync", "processes", "dask"), "default": "threads"}),
+    (("--address",), {"default": None}),
     (("--max-workers",), {"type": int, "default": None}),
     (("--param",), {"action": "append", "default": [], "metavar": "KEY=VALUE"}),
 )
@@ -62,6 +66,12 @@ class PipelineMagics(Magics):
         self.capture = capture.InstanceCapture(shell)
         self.show_widget = True
         self._cell_id: str | None = None
+        # Plain cells run so far, a worker's prelude: those before the extension loaded come
+        # from IPython's history (translated, as IPython stores them), later ones as typed.
+        history = shell.user_ns.get("In", [])
+        self._prelude: dict[str, None] = dict.fromkeys(
+            c for c in history if isinstance(c, str) and is_prelude_cell(c)
+        )
         self._background: threading.Thread | None = None
         shell.events.register("pre_run_cell", self._remember_cell)
         self._routes: dict[str, Callable[[list[str]], Any]] = {
@@ -79,6 +89,9 @@ class PipelineMagics(Magics):
 
     def _remember_cell(self, info: Any = None) -> None:
         self._cell_id = getattr(info, "cell_id", None) or None
+        raw = getattr(info, "raw_cell", None)
+        if isinstance(raw, str) and is_prelude_cell(raw):
+            self._prelude[raw] = None  # in first-run order, once each
 
     # -- block cells -------------------------------------------------------------------------
     @cell_magic
@@ -119,8 +132,24 @@ class PipelineMagics(Magics):
         return None
 
     # -- runs --------------------------------------------------------------------------------
-    def _executor(self, name: str = "threads", workers: int | None = None) -> Executor:
-        return SyncExecutor() if name == "sync" else ThreadExecutor(workers)
+    def _executor(
+        self, name: str = "threads", workers: int | None = None, address: str | None = None
+    ) -> Executor:
+        try:
+            return make_executor(name, workers, address)[0]
+        except PipelineError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _remote_options(self, workers: int | None, address: str | None) -> dict[str, Any]:
+        """What a remote executor needs in a kernel: the plain cells run so far, as the
+        prelude its workers rebuild, and a way to make per-block executors."""
+        cells = tuple(self._prelude)
+        return {
+            "setup": functools.partial(namespace_from_cells, cells),
+            "executor_factory": lambda kind: make_executor(
+                kind, workers, address if kind == "dask" else None
+            )[0],
+        }
 
     def _listeners(self) -> tuple[list[RunListener], Any]:
         if not self.show_widget:
@@ -140,6 +169,7 @@ class PipelineMagics(Magics):
         fresh: bool = False,
         memo: Any = None,
         executor: Executor | None = None,
+        **remote: Any,
     ) -> PipelineRun:
         capture.ensure_routed(self.shell)
         listeners, widget = self._listeners()
@@ -151,9 +181,13 @@ class PipelineMagics(Magics):
                 executor=executor,
                 listeners=listeners,
                 capture=self.capture,
+                **(remote or self._remote_options(None, None)),
             )
         except PipelineError as exc:
             raise UsageError(str(exc)) from None
+        finally:
+            if executor is not None:
+                executor.close(wait=False)
         if widget is not None:
             widget.attach(record)
         self._report_failures(record, targets)
@@ -213,9 +247,10 @@ class PipelineMagics(Magics):
         parser = _subcommand("run", *_RUN_OPTIONS, (("--background",), {"action": "store_true"}))
         ns = parser.parse_args(args)
         self._parse_params(ns.param)
-        executor = self._executor(ns.executor, ns.max_workers)
+        executor = self._executor(ns.executor, ns.max_workers, ns.address)
+        remote = self._remote_options(ns.max_workers, ns.address)
         if not ns.background:
-            self._execute(None, fresh=True, executor=executor)
+            self._execute(None, fresh=True, executor=executor, **remote)
             return None
         if self._background is not None and self._background.is_alive():
             raise UsageError(
@@ -225,13 +260,21 @@ class PipelineMagics(Magics):
         capture.ensure_routed(self.shell)
         try:
             run = self.session.start(
-                None, fresh=True, executor=executor, listeners=listeners, capture=self.capture
+                None,
+                fresh=True,
+                executor=executor,
+                listeners=listeners,
+                capture=self.capture,
+                **remote,
             )
         except PipelineError as exc:
             raise UsageError(str(exc)) from None
 
         def work() -> None:
-            record = self.session.complete(run)
+            try:
+                record = self.session.complete(run)
+            finally:
+                executor.close(wait=False)
             if widget is not None:
                 widget.attach(record)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine.errors import HeaderError, PipelineError, PreludeError
-from .engine.spec import BlockSpec, parse_header, split_block_cell
+from .engine.spec import BLOCK_MAGICS, BlockSpec, parse_header, split_block_cell
 
 SKIP_TAG = "skip"
 _SILENT_MAGICS = {"load_ext", "reload_ext", "pipeline"}
@@ -192,3 +192,28 @@ def prelude_namespace(path: str) -> dict[str, Any]:
     namespace = new_namespace()
     run_prelude(load_notebook(path), namespace)
     return namespace
+
+
+def namespace_from_cells(cells: tuple[str, ...]) -> dict[str, Any]:
+    """A fresh namespace with these plain cells run in it: the kernel's prelude, as a worker
+    process rebuilds it (a kernel has no notebook file to read)."""
+    notebook = Notebook(
+        path=Path("<kernel>"),
+        specs=[],
+        prelude=[PreludeCell(number, source) for number, source in enumerate(cells, start=1)],
+    )
+    namespace = new_namespace()
+    run_prelude(notebook, namespace)
+    return namespace
+
+
+def is_prelude_cell(source: str) -> bool:
+    """A plain cell that belongs in a worker's prelude: not a block, not a %pipeline command."""
+    stripped = source.strip()
+    if not stripped or split_block_cell(stripped) is not None:
+        return False
+    first = stripped.split(maxsplit=1)[0]
+    if first in ("%pipeline", "%load_ext", "%reload_ext") or first.startswith("%%"):
+        return False
+    # IPython's history holds cells translated: a block cell there is a run_cell_magic call.
+    return not any(f"run_cell_magic('{magic}'" in stripped for magic in BLOCK_MAGICS)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,8 @@ class Session:
         executor: Executor | None = None,
         listeners: Iterable[RunListener] = (),
         capture: OutputCapture | None = None,
+        setup: Callable[[], dict[str, Any]] | None = None,
+        executor_factory: Callable[[str], Executor] | None = None,
     ) -> PipelineRun:
         """Run ``targets`` (default: every block) with what they need, and wait for it.
 
@@ -184,7 +186,14 @@ class Session:
         An explicit ``memo`` replaces that choice.
         """
         run = self.start(
-            targets, fresh=fresh, memo=memo, executor=executor, listeners=listeners, capture=capture
+            targets,
+            fresh=fresh,
+            memo=memo,
+            executor=executor,
+            listeners=listeners,
+            capture=capture,
+            setup=setup,
+            executor_factory=executor_factory,
         )
         return self.complete(run)
 
@@ -197,6 +206,8 @@ class Session:
         executor: Executor | None = None,
         listeners: Iterable[RunListener] = (),
         capture: OutputCapture | None = None,
+        setup: Callable[[], dict[str, Any]] | None = None,
+        executor_factory: Callable[[str], Executor] | None = None,
     ) -> Run:
         """Plan a run (refusing an invalid pipeline now); ``complete`` executes it.
 
@@ -227,6 +238,8 @@ class Session:
                 memo=memo,
                 capture=capture,
                 connections=load_connections(Path.cwd()),
+                setup=setup,
+                executor_factory=executor_factory,
             )
         except BaseException:
             self._lock.release()

@@ -730,3 +730,23 @@ def test_a_run_with_the_widget_on_works_and_displays_a_widget(shell: Interactive
         o for o in shown.outputs if "application/vnd.jupyter.widget-view+json" in o.data
     ]
     assert len(widget_views) >= 2
+
+
+def test_pipeline_run_on_processes_rebuilds_the_prelude_in_the_workers(
+    cell: Cell, shell: InteractiveShell
+) -> None:
+    cell("import os\nMAIN = os.getpid()\ndef triple(x):\n    return 3 * x")
+    cell("%%loader items --dynamic --no-run\n[1, 2, 3]", "c1")
+    cell("%%transformer tripled --no-run\n(triple(items), os.getpid())", "c2")
+    cell("%pipeline run --executor processes --max-workers 2")
+    outputs = list(shell.user_ns["tripled"])
+    assert [o[0] for o in outputs] == [3, 6, 9]
+    assert shell.user_ns["MAIN"] not in {o[1] for o in outputs}
+
+
+def test_pipeline_run_on_an_unreachable_dask_scheduler_is_a_usage_error(
+    cell: Cell, usage_error: Usage
+) -> None:
+    cell("%%loader a --no-run\n1", "c1")
+    message = usage_error("%pipeline run --executor dask --address tcp://127.0.0.1:1")
+    assert "cannot reach the Dask scheduler" in message
