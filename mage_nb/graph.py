@@ -32,7 +32,7 @@ from .engine.instance import (
     BlockRun,
 )
 from .engine.record import PipelineRun
-from .engine.scheduler import GroupResult
+from .engine.rows import GroupResult
 
 __all__ = [
     "KIND_FILLS",

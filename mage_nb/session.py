@@ -27,7 +27,8 @@ from .engine.events import RunListener
 from .engine.executors import Executor, ThreadExecutor
 from .engine.instance import COMPLETED, BlockRun, Context
 from .engine.record import PipelineRun
-from .engine.scheduler import OutputCapture, Run, inputs_of
+from .engine.rows import inputs_of
+from .engine.scheduler import OutputCapture, Run
 from .engine.spec import BlockSpec
 
 

@@ -30,7 +30,6 @@ their results to one queue.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import heapq
 import itertools
@@ -38,7 +37,7 @@ import queue
 import time
 import uuid as _uuid
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from . import remote
@@ -52,11 +51,9 @@ from .fanout import (
     FAILED,
     FanoutRecord,
     Items,
-    SuffixNamer,
     is_stream,
     make_suffixes,
     normalise,
-    unpack,
 )
 from .instance import (
     CANCELLED,
@@ -69,26 +66,36 @@ from .instance import (
     ErrorInfo,
 )
 from .instance import FAILED as FAILED_STATUS
+from .joins import Joiner
 from .record import PipelineRun
 from .reduce import Reducer, resolve_strategy
+from .rows import (
+    ROW_FAILED,
+    ROW_GHOST,
+    ROW_OK,
+    GroupResult,
+    ReduceGroup,
+    Row,
+    by_index,
+    computed_by,
+    is_broken,
+    root_cause,
+    same_inputs,
+)
 from .sql import SqlBody, SqlResources
+from .streams import _PULLED, StreamMixin, _Stream, _StreamStart
 
-# Row states.
-ROW_OK, ROW_FAILED, ROW_GHOST = 0, 1, 2
 # Queue messages.
-_DONE, _STARTED, _WAKE, _PULLED, _REMOTE = 0, 1, 2, 3, 4
+_DONE, _STARTED, _WAKE, _REMOTE = 0, 1, 2, 4  # 3 is streams._PULLED
 # Timer kinds.
 _RETRY, _DEADLINE = 0, 1
 _TARGET_BATCH_SECONDS = 0.004
 _MAX_BATCH = 512
 _GC_YOUNG_THRESHOLD = 10_000
-#: Items of a streaming dynamic block whose children may be pending or running at once.
-DEFAULT_WINDOW = 128
 #: What a run keeps of each instance's output once handed down: everything, the first
 #: PREVIEW_OUTPUTS per block, or nothing (a huge run then holds only what is in flight).
 KEEP_OUTPUTS = ("all", "preview", "none")
 PREVIEW_OUTPUTS = 100
-_PULL_CHUNK = 32
 
 
 class OutputCapture(Protocol):
@@ -97,135 +104,6 @@ class OutputCapture(Protocol):
     def begin(self, instance: BlockRun) -> Any: ...
 
     def end(self, token: Any) -> Any: ...
-
-
-class Row:
-    """What one finished instance (or one item of a fan-out) hands down."""
-
-    __slots__ = ("fanouts", "key", "origin", "state", "value")
-
-    def __init__(
-        self,
-        key: tuple[int, ...],
-        fanouts: tuple[FanoutRecord, ...],
-        value: Any,
-        origin: Any,
-        state: int,
-    ):
-        self.key = key
-        self.fanouts = fanouts
-        self.value = value
-        self.origin = origin
-        self.state = state
-
-
-class GroupResult:
-    """The closing of one fan-out by a reduce: what the consumer was reduced from."""
-
-    __slots__ = ("cause", "error", "failed_uuids", "ok", "reduced_from", "sources", "uuid", "value")
-
-    def __init__(
-        self,
-        uuid: str,
-        reduced_from: list[str],
-        failed_uuids: list[str],
-        error: ErrorInfo | None = None,
-        cause: BlockRun | None = None,
-    ):
-        self.ok = error is None and cause is None
-        self.sources: tuple[Any, ...] = ()  # the results reduced (see _computed_by)
-        self.value: Any = None  # what the consumers received
-        self.uuid = uuid
-        self.reduced_from = reduced_from
-        self.failed_uuids = failed_uuids
-        self.error = error
-        self.cause = cause
-
-
-_SKIP = object()
-
-
-class _Group:
-    """One fan-out being closed by a reduce: outputs are folded as they arrive, in item
-    order (early arrivals wait in ``waiting``), so a big fan-out is never held whole."""
-
-    __slots__ = ("acc", "closing", "error", "fanouts", "members", "next", "reducer", "waiting")
-
-    def __init__(self, closing: FanoutRecord, fanouts: tuple[FanoutRecord, ...], reducer: Reducer):
-        self.closing = closing  # the fan-out this group closes
-        self.fanouts = fanouts  # the lineage that remains
-        self.members: list[tuple[int, int, Any]] = []  # (item index, row state, origin)
-        self.waiting: dict[int, Any] = {}
-        self.next = 0
-        self.reducer = reducer
-        self.error: BaseException | None = None
-        try:
-            self.acc = reducer.initial()
-        except Exception as exc:
-            self.error = exc
-            self.acc = None
-
-    def expected(self) -> int | None:
-        """How many members close the group; None while the fan-out is still streaming."""
-        if self.closing.streaming:
-            return None
-        return max(self.closing.size, 1)
-
-    def add(self, index: int, row_state: int, value: Any, origin: Any) -> None:
-        self.members.append((index, row_state, origin))
-        if index < 0:
-            return
-        self.waiting[index] = value if row_state == ROW_OK else _SKIP
-        while self.next in self.waiting:
-            value = self.waiting.pop(self.next)
-            self.next += 1
-            if value is not _SKIP and self.error is None:
-                try:
-                    self.acc = self.reducer.step(self.acc, value)
-                except Exception as exc:
-                    self.error = exc
-
-    def complete(self) -> bool:
-        expected = self.expected()
-        return expected is not None and len(self.members) >= expected
-
-
-class _StreamStart:
-    """A dynamic block returned an iterator: its items are pulled as room allows."""
-
-    __slots__ = ("iterator",)
-
-    def __init__(self, iterator: Iterator[Any]):
-        self.iterator = iterator
-
-
-class _Stream:
-    """A streaming dynamic instance: its generator is pulled on a worker, a chunk at a time,
-    only while fewer than ``window`` of its children are pending or running (back-pressure)."""
-
-    __slots__ = (
-        "child_fanouts",
-        "chunk",
-        "done",
-        "inst",
-        "iterator",
-        "namer",
-        "open",
-        "pulling",
-        "window",
-    )
-
-    def __init__(self, inst: BlockRun, iterator: Iterator[Any], window: int):
-        self.inst = inst
-        self.iterator = iterator
-        self.window = window
-        self.namer = SuffixNamer(inst.state.name)
-        assert inst.fanout is not None
-        self.child_fanouts: tuple[FanoutRecord, ...] = (*inst.fanouts, inst.fanout)
-        self.open = 0
-        self.pulling = False
-        self.done = False
-        self.chunk = 1  # the first item goes down alone; pulls then grow to _PULL_CHUNK
 
 
 class BlockState:
@@ -255,9 +133,9 @@ class BlockState:
         self.instances: list[BlockRun] = []
         self.ready: deque[BlockRun] = deque()
         self.running = 0
-        self.downstream: list[tuple[_Joiner, int]] = []
-        self.joiner: _Joiner | None = None
-        self.groups: dict[tuple[int, ...], _Group] = {}
+        self.downstream: list[tuple[Joiner, int]] = []
+        self.joiner: Joiner | None = None
+        self.groups: dict[tuple[int, ...], ReduceGroup] = {}
         self.memo: Mapping[tuple[int, ...], BlockRun] | None = None
         self.batch_cap = 4
         self.executor: Executor = None  # type: ignore[assignment]  # set by Run
@@ -268,103 +146,7 @@ class BlockState:
         return f"<BlockState {self.name}>"
 
 
-class _Joiner:
-    """Creates a block's instances from its upstreams' rows (the join on lineage)."""
-
-    def __init__(self, run: Run, state: BlockState, scopes: list[tuple[str, ...]]):
-        self.run = run
-        self.state = state
-        scope = state.block.scope
-        self.width = len(scope)
-        self.positions = [tuple(scope.index(entry) for entry in s) for s in scopes]
-        self.single = len(scopes) == 1
-        self.rows: list[list[Row]] = [[] for _ in scopes]
-        # For each arriving upstream, the order in which the others are joined and, per step,
-        # the index to look into: (other upstream, offsets into its key, scope positions).
-        self.plans: list[list[tuple[int, tuple[int, ...], tuple[int, ...]]]] = []
-        self.indexes: dict[tuple[int, tuple[int, ...]], dict[tuple[int, ...], list[Row]]] = {}
-        for i, pos_i in enumerate(self.positions):
-            bound = set(pos_i)
-            plan = []
-            for j, pos_j in enumerate(self.positions):
-                if j == i:
-                    continue
-                shared = tuple(p for p in pos_j if p in bound)
-                offsets = tuple(pos_j.index(p) for p in shared)
-                self.indexes.setdefault((j, offsets), {})
-                plan.append((j, offsets, shared))
-                bound.update(pos_j)
-            self.plans.append(plan)
-        self.index_of: list[list[tuple[tuple[int, ...], dict[tuple[int, ...], list[Row]]]]] = [
-            [(offsets, index) for (j, offsets), index in self.indexes.items() if j == i]
-            for i in range(len(scopes))
-        ]
-
-    def receive(self, i: int, rows: list[Row] | tuple[Row, ...]) -> None:
-        create = self.run._create
-        state = self.state
-        if self.single:
-            for row in rows:
-                create(state, row.key, row.fanouts, (row.value,), (row.origin,), row.state)
-            return
-        for row in rows:
-            self._join(i, row)
-            for offsets, index in self.index_of[i]:
-                index.setdefault(tuple(row.key[o] for o in offsets), []).append(row)
-
-    def _join(self, i: int, row: Row) -> None:
-        n = len(self.positions)
-        key: list[int] = [0] * self.width
-        fanouts: list[Any] = [None] * self.width
-        chosen: list[Row | None] = [None] * n
-        chosen[i] = row
-        for p, k, f in zip(self.positions[i], row.key, row.fanouts):
-            key[p] = k
-            fanouts[p] = f
-        plan = self.plans[i]
-
-        def extend(step: int) -> None:
-            if step == len(plan):
-                rows = [r for r in chosen if r is not None]
-                states = {r.state for r in rows}
-                state = (
-                    ROW_GHOST
-                    if ROW_GHOST in states
-                    else ROW_FAILED
-                    if ROW_FAILED in states
-                    else ROW_OK
-                )
-                self.run._create(
-                    self.state,
-                    tuple(key),
-                    tuple(fanouts),
-                    tuple(r.value for r in rows),
-                    tuple(r.origin for r in rows),
-                    state,
-                )
-                return
-            j, offsets, shared = plan[step]
-            wanted = tuple(key[p] for p in shared)
-            for other in self.indexes[(j, offsets)].get(wanted, ()):
-                chosen[j] = other
-                for p, k, f in zip(self.positions[j], other.key, other.fanouts):
-                    key[p] = k
-                    fanouts[p] = f
-                extend(step + 1)
-            chosen[j] = None
-
-        extend(0)
-
-
-def _root_cause(origin: Any) -> BlockRun | None:
-    if isinstance(origin, GroupResult):
-        return origin.cause
-    if isinstance(origin, BlockRun):
-        return origin if origin.status == FAILED_STATUS or origin.cause is None else origin.cause
-    return None
-
-
-class Run:
+class Run(StreamMixin):
     """One execution of a pipeline. Create it, then call ``execute()`` once."""
 
     def __init__(
@@ -415,7 +197,7 @@ class Run:
             state.memo = (memo or {}).get(block.name)
             if block.upstream:
                 scopes = [pipeline[u].out_scope for u in block.upstream]
-                state.joiner = _Joiner(self, state, scopes)
+                state.joiner = Joiner(self, state, scopes)
                 for i, up in enumerate(block.upstream):
                     by_name[up].downstream.append((state.joiner, i))
         self.record = PipelineRun(run_id or _uuid.uuid4().hex[:12], self.states, self.params)
@@ -773,7 +555,7 @@ class Run:
             if (
                 earlier is not None
                 and earlier.status == COMPLETED
-                and _same_inputs(origins, earlier.origins)
+                and same_inputs(origins, earlier.origins)
             ):
                 self._reuse(inst, earlier)
                 return
@@ -790,13 +572,13 @@ class Run:
                         break
             return
         inst.inputs = None
-        broken = next(o for o in origins if _is_broken(o))
+        broken = next(o for o in origins if is_broken(o))
         if isinstance(broken, GroupResult) and broken.error is not None:
             inst.status = FAILED_STATUS
             inst.error = broken.error
         else:
             inst.status = UPSTREAM_FAILED
-            cause = _root_cause(broken)
+            cause = root_cause(broken)
             inst.cause = cause
             if cause is not None and cause.error is not None:
                 detail = f"upstream instance {cause.uuid!r} {cause.status}: {cause.error.line()}"
@@ -832,52 +614,6 @@ class Run:
         if self._stream_children:
             self._release(inst)
 
-    # -- streams -----------------------------------------------------------------------------
-    def _start_stream(self, inst: BlockRun, iterator: Iterator[Any]) -> None:
-        """The instance stays running while its items are pulled; children start at once."""
-        state = inst.state
-        inst.status = RUNNING
-        inst.error = None
-        inst.fanout = FanoutRecord(state.name, inst.uuid, 0, [], None)
-        inst.fanout.streaming = True
-        inst.output = [] if self._keep or self._preview else None
-        stream = _Stream(inst, iterator, state.block.spec.window or DEFAULT_WINDOW)
-        self._streams[id(inst)] = stream
-        self._pump(stream)
-
-    def _pump(self, stream: _Stream) -> None:
-        if stream.pulling or stream.done or self._cancel_requested:
-            return
-        room = stream.window - stream.open
-        if room <= 0:
-            return  # back-pressure: the generator waits until children finish
-        stream.pulling = True
-        self._outstanding += 1
-        count = min(room, stream.chunk)
-        stream.chunk = min(_PULL_CHUNK, stream.chunk * 2)
-        stream.inst.state.executor.submit(self._pull, (stream, count), self._completions.put)
-
-    def _pull(self, job: tuple[_Stream, int]) -> tuple[Any, ...]:
-        """Runs on a worker: the next few items of a stream (the generator's code runs here)."""
-        stream, count = job
-        capture = self.capture
-        token = capture.begin(stream.inst) if capture is not None else None
-        items: list[Any] = []
-        done, error = False, None
-        try:
-            for _ in range(count):
-                items.append(next(stream.iterator))
-        except StopIteration:
-            done = True
-        except KeyboardInterrupt:
-            self.cancel()
-            done = True
-        except BaseException as exc:
-            error = ErrorInfo.from_exception(exc, block_file=stream.inst.state.filename)
-        finally:
-            captured = capture.end(token) if capture is not None else None
-        return (_PULLED, stream, items, done, error, captured)
-
     def _remote_reply(self, batch: list[BlockRun]) -> Callable[[Any], None]:
         put = self._completions.put
 
@@ -899,102 +635,6 @@ class Run:
             (inst, attempt, *result)
             for inst, attempt, result in zip(batch, attempts, remote.unpack_results(answer))
         ]
-
-    def _take_items(
-        self, stream: _Stream, items: list[Any], done: bool, error: ErrorInfo | None, captured: Any
-    ) -> None:
-        stream.pulling = False
-        inst = stream.inst
-        if captured:
-            inst.captured = _merge_captured(inst.captured, captured)
-        if inst.status != RUNNING:
-            return  # cancelled meanwhile
-        state = inst.state
-        record = inst.fanout
-        assert record is not None and record.suffixes is not None
-        spec = state.block.spec
-        if spec.max_children is not None and record.size + len(items) > spec.max_children:
-            seen = record.size + len(items)
-            items = items[: spec.max_children - record.size]
-            if spec.on_overflow == "fail":
-                error = ErrorInfo(
-                    "FanoutError",
-                    f"dynamic block {state.name!r} produced at least {seen} items, more than "
-                    f"--max-children {spec.max_children}",
-                )
-            else:
-                self._warn(
-                    f"dynamic block {state.name!r} ({inst.uuid}) produced more than --max-children "
-                    f"{spec.max_children} items; kept the first {spec.max_children}"
-                )
-                done = True
-        rows: list[Row] = []
-        for item in items:
-            value, name, meta = unpack(item)
-            index = record.size
-            suffix, warning = stream.namer.name(name, index)
-            if warning:
-                self._warn(warning)
-            record.suffixes.append(suffix)
-            if meta is not None and record.metadata is None:
-                record.metadata = [None] * index
-            if record.metadata is not None:
-                record.metadata.append(meta)
-            record.size += 1
-            if inst.output is not None:
-                inst.output.append(value)
-            rows.append(Row((*inst.key, index), stream.child_fanouts, value, inst, ROW_OK))
-        if rows:
-            for joiner, i in state.downstream:
-                joiner.receive(i, rows)
-        if error is not None or done:
-            self._end_stream(stream, error)
-        else:
-            self._pump(stream)
-
-    def _end_stream(self, stream: _Stream, error: ErrorInfo | None) -> None:
-        """The generator is exhausted (or raised): the fan-out's size is now known."""
-        stream.done = True
-        inst = stream.inst
-        self._streams.pop(id(inst), None)
-        record = inst.fanout
-        assert record is not None
-        record.streaming = False
-        close = getattr(stream.iterator, "close", None)
-        if close is not None and error is None and not self._cancel_requested:
-            with contextlib.suppress(Exception):  # a generator refusing to close changes nothing
-                close()
-        inst.ended = time.time()
-        inst.error = error
-        inst.status = COMPLETED if error is None else FAILED_STATUS
-        self.events.instance_finished(run=self.record, instance=inst)
-        marker_state = ROW_GHOST if error is None else ROW_FAILED
-        if record.size == 0:
-            row = Row(
-                (*inst.key, EMPTY if error is None else FAILED),
-                stream.child_fanouts,
-                None,
-                inst,
-                marker_state,
-            )
-            for joiner, i in inst.state.downstream:
-                joiner.receive(i, (row,))
-        elif error is not None:
-            self._failed_producers[id(record)] = inst
-        for state, prefix in self._streamed_groups.pop(id(record), []):
-            group = state.groups.get(prefix)
-            if group is not None and group.complete():
-                del state.groups[prefix]
-                self._close_group(state, prefix, group)
-        if self._stream_children:
-            self._release(inst)  # a stream that is itself a child of a stream is done too
-
-    def _release(self, inst: BlockRun) -> None:
-        """A child of a stream finished: make room for the next items."""
-        stream = self._stream_children.pop(id(inst), None)
-        if stream is not None:
-            stream.open -= 1
-            self._pump(stream)
 
     def _reuse(self, inst: BlockRun, earlier: BlockRun) -> None:
         """Take an earlier run's result for this instance instead of running it."""
@@ -1116,7 +756,7 @@ class Run:
         prefix = key[:-1]
         group = state.groups.get(prefix)
         if group is None:
-            group = _Group(fanouts[-1], fanouts[:-1], state.reducer())  # type: ignore[misc]
+            group = ReduceGroup(fanouts[-1], fanouts[:-1], state.reducer())  # type: ignore[misc]
             state.groups[prefix] = group
             if fanouts[-1].streaming:
                 self._streamed_groups.setdefault(id(fanouts[-1]), []).append((state, prefix))
@@ -1125,12 +765,12 @@ class Run:
             del state.groups[prefix]
             self._close_group(state, prefix, group)
 
-    def _close_group(self, state: BlockState, prefix: tuple[int, ...], group: _Group) -> None:
+    def _close_group(self, state: BlockState, prefix: tuple[int, ...], group: ReduceGroup) -> None:
         fanouts = group.fanouts
         if EMPTY in prefix:
             self._hand_down(state, prefix, fanouts, ROW_GHOST, None, None)
             return
-        members = sorted(group.members, key=_first)
+        members = sorted(group.members, key=by_index)
         ok = [m for m in members if m[1] == ROW_OK]
         bad = [m for m in members if m[1] == ROW_FAILED]
         uuid = state.name + "".join(":" + f.suffix(k) for f, k in zip(fanouts, prefix) if k >= 0)
@@ -1141,7 +781,7 @@ class Run:
             failed.append(producer.uuid)
         spec = state.block.spec
         if (bad or producer is not None) and spec.reduce_policy != "partial":
-            cause = _root_cause(bad[0][2]) if bad else producer
+            cause = root_cause(bad[0][2]) if bad else producer
             result = GroupResult(uuid, reduced_from, failed, cause=cause)
             self._hand_down(state, prefix, fanouts, ROW_FAILED, None, result)
             return
@@ -1172,7 +812,7 @@ class Run:
             return
         result = GroupResult(uuid, reduced_from, failed)
         result.value = value
-        result.sources = tuple(_computed_by(m[2]) for m in members)
+        result.sources = tuple(computed_by(m[2]) for m in members)
         self._hand_down(state, prefix, fanouts, ROW_OK, value, result)
 
     # -- ending ------------------------------------------------------------------------------
@@ -1205,28 +845,6 @@ class Run:
         return COMPLETED
 
 
-def inputs_of(run: BlockRun) -> tuple[Any, ...]:
-    """The inputs an instance received, rebuilt from what its upstreams kept.
-
-    Instances drop their inputs once they finish (memory); debugging one instance by hand
-    (``%pipeline inputs``) needs them back.
-    """
-    values: list[Any] = []
-    for origin in run.origins or ():
-        if isinstance(origin, GroupResult):
-            value = origin.value
-        elif isinstance(origin, BlockRun):
-            value = (origin.fanout, origin.output) if origin.fanout is not None else origin.output
-        else:
-            value = None
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], FanoutRecord):
-            record, items = value
-            position = next(i for i, f in enumerate(run.fanouts) if f is record)
-            value = items[run.key[position]]
-        values.append(value)
-    return tuple(values)
-
-
 def _with_ancestors(pipeline: Pipeline, names: Collection[str]) -> set[str]:
     wanted: set[str] = set()
     stack = list(names)
@@ -1236,37 +854,6 @@ def _with_ancestors(pipeline: Pipeline, names: Collection[str]) -> set[str]:
             wanted.add(name)
             stack.extend(pipeline[name].upstream)
     return wanted
-
-
-def _computed_by(origin: Any) -> Any:
-    """Identity of the result an origin hands down: the instance that computed it, or for a
-    reduce the tuple of its members' results."""
-    if isinstance(origin, BlockRun):
-        return origin.source or origin
-    if isinstance(origin, GroupResult):
-        return origin.sources
-    return origin
-
-
-def _same_inputs(origins: tuple[Any, ...], earlier: tuple[Any, ...] | None) -> bool:
-    """An earlier result stands only if it was computed from exactly the results this
-    instance would now receive (not merely from instances with the same names)."""
-    if earlier is None or len(origins) != len(earlier):
-        return False
-    for now, then in zip(origins, earlier):
-        a, b = _computed_by(now), _computed_by(then)
-        if isinstance(a, tuple) and isinstance(b, tuple):
-            if len(a) != len(b) or any(x is not y for x, y in zip(a, b)):
-                return False
-        elif a is not b:
-            return False
-    return True
-
-
-def _is_broken(origin: Any) -> bool:
-    if isinstance(origin, BlockRun):
-        return origin.status != COMPLETED
-    return isinstance(origin, GroupResult) and not origin.ok
 
 
 def _task(inst: BlockRun) -> remote.Task:
@@ -1293,25 +880,8 @@ def executor_kind(executor: Any) -> str:
     )
 
 
-def _merge_captured(before: Any, after: Any) -> Any:
-    """Output captured across a stream's pulls, in order."""
-    if before is None:
-        return after
-    try:
-        before.stdout += after.stdout
-        before.stderr += after.stderr
-        before.displays.extend(after.displays)
-    except AttributeError:
-        return after
-    return before
-
-
 def _depth(state: BlockState) -> int:
     return state.block.order
-
-
-def _first(member: tuple[int, int, Any]) -> int:
-    return member[0]
 
 
 def _no_kwargs() -> dict[str, Any]:

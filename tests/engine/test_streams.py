@@ -28,7 +28,7 @@ from mage_nb.engine import (
     ThreadExecutor,
 )
 from mage_nb.engine.executors import Executor
-from mage_nb.engine.scheduler import DEFAULT_WINDOW
+from mage_nb.engine.streams import DEFAULT_WINDOW
 
 
 class Log:
