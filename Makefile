@@ -41,6 +41,8 @@ bench: install
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/kernel.py
 	$(BIN)/python bench/sql.py
+	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/executors.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

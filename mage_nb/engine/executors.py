@@ -128,6 +128,7 @@ class ProcessExecutor:
 
     remote = True
     target_batch_seconds = 0.05
+    max_batch = 4096
 
     def __init__(self, max_workers: int | None = None, resubmits: int = 3):
         self.workers = max_workers or os.cpu_count() or 1
@@ -224,10 +225,13 @@ class DaskExecutor:
     """
 
     remote = True
-    target_batch_seconds = 0.05
+    # Each Dask task costs scheduler CPU (on a small machine, the same CPUs as the work):
+    # fewer, longer batches.
+    target_batch_seconds = 0.2
+    max_batch = 8192
 
     def __init__(
-        self, address: str | None = None, max_workers: int | None = None, timeout: float = 10
+        self, address: str | None = None, max_workers: int | None = None, timeout: float = 5
     ):
         self.address = address
         self.workers = max_workers or os.cpu_count() or 1

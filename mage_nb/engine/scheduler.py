@@ -140,6 +140,7 @@ class BlockState:
         self.batch_cap = 4
         self.executor: Executor = None  # type: ignore[assignment]  # set by Run
         self.target_batch = _TARGET_BATCH_SECONDS
+        self.max_batch = _MAX_BATCH
         self.kept = 0  # outputs kept so far under keep_outputs="preview"
 
     def __repr__(self) -> str:
@@ -261,6 +262,7 @@ class Run(StreamMixin):
             state.target_batch = getattr(
                 state.executor, "target_batch_seconds", _TARGET_BATCH_SECONDS
             )
+            state.max_batch = getattr(state.executor, "max_batch", _MAX_BATCH)
 
     def _prepare(self, block: Block) -> BlockState:
         spec = block.spec
@@ -473,7 +475,7 @@ class Run(StreamMixin):
                 self._ready.add(state)
             elapsed = results[-1][5] - first[4]
             per = max(elapsed / len(results), 1e-7)
-            state.batch_cap = max(1, min(_MAX_BATCH, int(state.target_batch / per)))
+            state.batch_cap = max(1, min(state.max_batch, int(state.target_batch / per)))
             for inst, attempt, ok, payload, started, ended, captured in results:
                 if inst.status != RUNNING or inst.attempts != attempt:
                     continue
