@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import nbformat
 
 from mage_nb.engine import Pipeline, PipelineRun, Run, SyncExecutor, ThreadExecutor, parse_header
-from mage_nb.engine.executors import Executor
+from mage_nb.engine.executors import Executor, ProcessExecutor
 from mage_nb.engine.spec import BlockSpec, split_block_cell
 
 
@@ -32,13 +33,15 @@ def run_cells(
     params: Mapping[str, Any] | None = None,
     listeners: Iterable[Any] = (),
 ) -> PipelineRun:
-    """Run block cells with the given executor ("sync", "threads" or an Executor)."""
+    """Run block cells with the given executor ("sync", "threads", "processes" or one)."""
     ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__"}
     ns.update(namespace or {})
     if executor == "sync":
         chosen: Executor = SyncExecutor()
     elif executor == "threads":
         chosen = ThreadExecutor(8)
+    elif executor == "processes":
+        chosen = ProcessExecutor(2)
     else:
         assert not isinstance(executor, str)
         chosen = executor
@@ -49,6 +52,8 @@ def run_cells(
             executor=chosen,
             params=params,
             listeners=list(listeners),
+            # what a worker process starts from: this namespace, shipped by value
+            setup=functools.partial(dict, ns),
         ).execute()
     finally:
         chosen.close()

@@ -1,11 +1,12 @@
 """Dynamic expansion (SPEC §2.2–2.5, §2.6 reduce shape, §8 run record and uuids).
 
-Every test runs on the synchronous and the thread executor (the ``executor`` fixture):
-results must not depend on where or in which order instances run (SPEC §3.2).
+Every test runs on the synchronous, the thread and the process executor (the ``executor``
+fixture): results must not depend on where or in which order instances run (SPEC §3.2).
 """
 
 from __future__ import annotations
 
+import pytest
 from helpers import outputs, run_cells, statuses
 
 USERS_WITH_NAMES = (
@@ -17,6 +18,12 @@ USERS_WITH_NAMES = (
 
 
 # -- §2.2 uuids and lineage ------------------------------------------------------------------
+@pytest.fixture(params=["sync", "threads", "processes"])
+def executor(request: pytest.FixtureRequest) -> str:
+    """Expansion is the same on every executor, worker processes included."""
+    return str(request.param)
+
+
 def test_instance_uuid_is_name_plus_metadata_block_uuid(executor: str) -> None:
     run = run_cells(
         USERS_WITH_NAMES,
