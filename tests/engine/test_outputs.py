@@ -9,6 +9,13 @@ from helpers import outputs, run_cells, statuses
 
 import mage_nb
 
+
+@pytest.fixture(params=["sync", "threads", "processes"])
+def executor(request: pytest.FixtureRequest) -> str:
+    """The same answers on every executor, worker processes included."""
+    return str(request.param)
+
+
 CHILD = "%%transformer child\n(src, context.uuid, dict(context.metadata))"
 
 

@@ -14,6 +14,12 @@ import mage_nb
 from mage_nb.engine import GraphError, PipelineError
 
 
+@pytest.fixture(params=["sync", "threads", "processes"])
+def executor(request: pytest.FixtureRequest) -> str:
+    """The same answers on every executor, worker processes included."""
+    return str(request.param)
+
+
 def reduce_run(
     items: str,
     body: str,
