@@ -8,6 +8,7 @@ nothing ran. Progress goes to stderr, the summary to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -281,9 +282,13 @@ def entry() -> None:
     A big run leaves hundreds of thousands of small objects; freeing them one by one at
     interpreter exit cost more than the run's own bookkeeping. Output is flushed first.
     """
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `mage-nb run ... | head`: the reader left; not an error of ours
+        code = 0
+    with contextlib.suppress(OSError):
+        sys.stderr.flush()
     os._exit(code)
 
 

@@ -63,6 +63,8 @@ _ICONS = {
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
+    if seconds < 0.00005:
+        return "<0.1ms"
     if seconds < 1:
         return f"{seconds * 1000:.1f}ms"
     return f"{seconds:.2f}s"
