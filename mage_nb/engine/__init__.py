@@ -11,7 +11,7 @@ from .dag import Block, Pipeline
 from .decorators import custom, data_exporter, data_loader, exporter, loader, test, transformer
 from .errors import BlockCodeError, GraphError, HeaderError, PipelineError, PreludeError
 from .events import RunListener
-from .executors import Executor, SyncExecutor, ThreadExecutor
+from .executors import DaskExecutor, Executor, ProcessExecutor, SyncExecutor, ThreadExecutor
 from .fanout import Fanout, Item
 from .instance import BlockRun, Context, ErrorInfo
 from .record import PipelineRun
@@ -24,6 +24,7 @@ __all__ = [
     "BlockRun",
     "BlockSpec",
     "Context",
+    "DaskExecutor",
     "ErrorInfo",
     "Executor",
     "Fanout",
@@ -34,6 +35,7 @@ __all__ = [
     "PipelineError",
     "PipelineRun",
     "PreludeError",
+    "ProcessExecutor",
     "Run",
     "RunListener",
     "SyncExecutor",
