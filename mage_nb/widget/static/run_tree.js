@@ -45,6 +45,7 @@ function h(tag, props, ...children) {
 
 function formatDuration(seconds) {
   if (seconds === null || seconds === undefined) return "";
+  if (seconds < 0.00005) return "<0.1ms";
   if (seconds < 1) return `${(seconds * 1000).toFixed(1)}ms`;
   if (seconds < 60) return `${seconds.toFixed(2)}s`;
   const minutes = Math.floor(seconds / 60);
