@@ -8,8 +8,9 @@ and metadata are looked up there, not copied), and times as floats until they ar
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import traceback as _tb
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,10 @@ class ErrorInfo:
     traceback: str | None = None
 
     @classmethod
-    def from_exception(cls, exc: BaseException, *, block_file: str | None = None) -> ErrorInfo:
+    def from_exception(
+        cls, exc: BaseException, *, block_file: str | None = None, names: Iterable[str] = ()
+    ) -> ErrorInfo:
+        """``names``: what a misspelt name may have meant (blocks, notebook globals)."""
         tbe = _tb.TracebackException.from_exception(exc)
         if block_file is not None:
             # Keep the frames from the block's own code on; the engine's are noise.
@@ -46,7 +50,13 @@ class ErrorInfo:
                 if frame.filename == block_file:
                     del frames[:i]
                     break
-        return cls(type(exc).__name__, str(exc), "".join(tbe.format()))
+        message = str(exc)
+        missing = getattr(exc, "name", None) if isinstance(exc, NameError) else None
+        if missing:
+            close = difflib.get_close_matches(missing, [n for n in names if n != missing], n=1)
+            if close:
+                message = f"{message}. Did you mean: {close[0]!r}?"
+        return cls(type(exc).__name__, message, "".join(tbe.format()))
 
     def line(self) -> str:
         message = self.message.strip().splitlines()[0] if self.message.strip() else ""

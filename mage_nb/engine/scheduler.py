@@ -437,7 +437,10 @@ class Run(StreamMixin):
                 None,
             )
         except BaseException as exc:
-            error = ErrorInfo.from_exception(exc, block_file=state.filename)
+            names: list[str] = []
+            if isinstance(exc, NameError):
+                names = [*state.block.upstream, *self.pipeline.blocks, *self.namespace]
+            error = ErrorInfo.from_exception(exc, block_file=state.filename, names=names)
             return (inst, attempt, False, error, started, time.time(), None)
 
     def _run_captured(self, inst: BlockRun) -> tuple[Any, ...]:

@@ -373,3 +373,11 @@ def test_an_exception_fails_only_its_own_instance_and_descendants(executor: str)
     assert statuses(run, "e") == {"e:0": "completed", "e:1": "upstream_failed", "e:2": "completed"}
     assert output(run, "other") == "fine"
     assert run.block_runs["t:1"].error.type == "ZeroDivisionError"
+
+
+def test_a_misspelt_block_name_fails_with_a_suggestion() -> None:
+    run = run_cells("%%loader users\n[1, 2]", "%%transformer t\nuser * 2")
+    error = run.block_runs["t"].error
+    assert error is not None
+    assert error.type == "NameError"
+    assert "Did you mean: 'users'?" in error.message
