@@ -135,9 +135,7 @@ function renderDetail(detail) {
     h(
       "div",
       { class: "mnb-detail-head" },
-      h("span", { class: `mnb-icon mnb-s-${detail.status}` }, ICONS[detail.status] || "?"),
-      h("code", {}, detail.uuid),
-      h("span", { class: "mnb-muted" }, detail.status),
+      h("span", { class: `mnb-s-${detail.status}` }, detail.status),
       h("span", { class: "mnb-muted" }, `attempts ${detail.attempts}`),
       h("span", { class: "mnb-muted" }, formatDuration(detail.duration)),
       detail.reused ? h("span", { class: "mnb-badge" }, "reused") : null,
