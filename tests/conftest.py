@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,3 +21,15 @@ def executor(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real Dask cluster for the whole session (started on first use)."""
+    from dask_cluster import Cluster
+
+    running = Cluster(tmp_path_factory.mktemp("dask"))
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conformance import CONFORMANCE, comparable
+from dask_cluster import Cluster, _free_port, _wait_for_workers
 from helpers import write_notebook
 
 import mage_nb
@@ -23,66 +21,7 @@ pytestmark = pytest.mark.filterwarnings(
     # distributed's own shutdown chatter on a closing client is not ours to fix
     "ignore::DeprecationWarning:distributed",
     "ignore::UserWarning:distributed",
-    "ignore::ResourceWarning",
 )
-
-DASK = Path(sys.executable).parent / "dask"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_workers(address: str, count: int, timeout: float = 60) -> None:
-    from distributed import Client
-
-    with Client(address, timeout="20s", set_as_default=False) as client:
-        client.wait_for_workers(count, timeout=timeout)
-
-
-class Cluster:
-    def __init__(self, tmp: Path):
-        self.port = _free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
-        self.tmp = tmp
-        self.scheduler = self._spawn(
-            "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"
-        )
-        self.workers = [self.add_worker() for _ in range(2)]
-        _wait_for_workers(self.address, 2)
-
-    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{args[0]}-{time.monotonic_ns()}.log").open("wb")
-        return subprocess.Popen(
-            [str(DASK), *args], stdout=log, stderr=log, cwd=self.tmp, start_new_session=True
-        )
-
-    def add_worker(self) -> subprocess.Popen[bytes]:
-        return self._spawn(
-            "worker", self.address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"
-        )
-
-    def stop(self) -> None:
-        for process in (*self.workers, self.scheduler):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in (*self.workers, self.scheduler):
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = Cluster(tmp_path_factory.mktemp("dask"))
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_a_dask_cluster_gives_the_same_record_as_threads(cluster: Cluster, tmp_path: Path) -> None:

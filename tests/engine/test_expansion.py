@@ -1,13 +1,18 @@
 """Dynamic expansion (SPEC §2.2–2.5, §2.6 reduce shape, §8 run record and uuids).
 
-Every test runs on the synchronous, the thread and the process executor (the ``executor``
-fixture): results must not depend on where or in which order instances run (SPEC §3.2).
+Every test runs on the synchronous, thread and process executors and on a real Dask cluster
+(the ``executor`` fixture): results must not depend on where or in which order instances run
+(SPEC §3.2).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from helpers import outputs, run_cells, statuses
+
+from mage_nb.engine import DaskExecutor
 
 USERS_WITH_NAMES = (
     "%%block loader users --dynamic\n"
@@ -18,9 +23,11 @@ USERS_WITH_NAMES = (
 
 
 # -- §2.2 uuids and lineage ------------------------------------------------------------------
-@pytest.fixture(params=["sync", "threads", "processes"])
-def executor(request: pytest.FixtureRequest) -> str:
-    """Expansion is the same on every executor, worker processes included."""
+@pytest.fixture(params=["sync", "threads", "processes", "dask"])
+def executor(request: pytest.FixtureRequest) -> Any:
+    """Expansion is the same on every executor: worker processes and a real Dask cluster."""
+    if request.param == "dask":
+        return DaskExecutor(request.getfixturevalue("cluster").address)
     return str(request.param)
 
 
