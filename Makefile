@@ -34,7 +34,7 @@ unit: install
 
 ## make lab: open JupyterLab on the example notebooks
 lab: install
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 ## make bench: the speed and memory benchmarks (prints ratios against baselines)
 bench: install
