@@ -120,11 +120,6 @@ def install(shell: Any = None) -> None:
         shell.display_pub = _DisplayRouter(shell.display_pub)
 
 
-def ensure_routed(shell: Any = None) -> None:
-    """Re-install if something (ipykernel per cell, a test harness) swapped the streams."""
-    install(shell)
-
-
 class InstanceCapture:
     """The engine's ``OutputCapture``: one buffer per running instance, per thread."""
 

@@ -171,7 +171,7 @@ class PipelineMagics(Magics):
         executor: Executor | None = None,
         **remote: Any,
     ) -> PipelineRun:
-        capture.ensure_routed(self.shell)
+        capture.install(self.shell)  # again: something may have swapped the streams
         listeners, widget = self._listeners()
         try:
             record = self.session.run(
@@ -257,7 +257,7 @@ class PipelineMagics(Magics):
                 "%pipeline run --background: a run is already going on (%pipeline stop)"
             )
         listeners, widget = self._listeners()
-        capture.ensure_routed(self.shell)
+        capture.install(self.shell)  # again: something may have swapped the streams
         try:
             run = self.session.start(
                 None,

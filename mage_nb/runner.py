@@ -28,8 +28,6 @@ from .engine.record import PipelineRun
 from .engine.scheduler import OutputCapture, Run
 from .notebook import load_notebook, new_namespace, prelude_namespace, run_prelude
 
-EXECUTOR_NAMES = ("threads", "sync", "processes", "dask")
-
 
 def make_executor(
     executor: Executor | str | None, max_workers: int | None = None, address: str | None = None

@@ -30,7 +30,3 @@ class PreludeError(PipelineError):
 
 class FanoutError(Exception):
     """A dynamic block produced something that cannot be fanned out."""
-
-
-class UpstreamFailed(Exception):
-    """Raised for nothing: names the status of an instance whose inputs never arrived."""

@@ -81,10 +81,6 @@ class FanoutRecord:
             return None
         return self.metadata[index]
 
-    @property
-    def group_size(self) -> int:
-        return self.size or 1
-
 
 #: Marker indices in an instance key: the fan-out at this position failed / was empty.
 FAILED = -1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import keyword
 import shlex
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .errors import HeaderError
 
@@ -61,9 +61,6 @@ class BlockSpec:
     #: Where the block came from ("cell 3", a cell id, a file): used in error messages.
     origin: str = ""
     header: str = field(default="", compare=False)
-
-    def with_source(self, source: str) -> BlockSpec:
-        return replace(self, source=source)
 
 
 class _Parser(argparse.ArgumentParser):
