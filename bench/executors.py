@@ -70,6 +70,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import harness
+from harness import default_workers, div, fmt, write_notebook
+
 TINY_TARGET_N = 100_000
 CPU_TARGET_N = 400
 MAP_SPEEDUP_TARGET = 10.0
@@ -93,25 +96,11 @@ def spin(x):
 """
 
 
-def default_workers() -> int:
-    """ThreadPoolExecutor's (and mage_nb's) default: min(32, CPUs + 4)."""
-    return min(32, (os.cpu_count() or 1) + 4)
-
-
 def executor_workers(executor: str) -> int | None:
     return PROCESS_WORKERS if executor == "processes" else None
 
 
 # --------------------------------------------------------------------------- notebooks
-
-
-def write_notebook(path: Path, cells: list[str]) -> Path:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nbformat.write(nb, str(path))
-    return path
 
 
 def tiny_cells(n: int) -> list[str]:
@@ -302,21 +291,7 @@ WORKERS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def in_subprocess(kind: str, **kwargs: Any) -> dict[str, Any]:
-    """Run one ``worker_*`` in a fresh interpreter; an error is a result, not a crash."""
-    spec = json.dumps({"kind": kind, "kwargs": kwargs})
-    try:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", spec],
-            capture_output=True,
-            text=True,
-            timeout=WORKER_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"{kind}: timed out after {WORKER_TIMEOUT} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return {"error": f"{kind}: exit {proc.returncode}: {tail}"}
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return harness.in_subprocess(__file__, kind, WORKER_TIMEOUT, **kwargs)
 
 
 class Measurements:
@@ -413,14 +388,6 @@ def run_all(cfg: dict[str, Any], tmp: Path, m: Measurements) -> None:
 
 
 # --------------------------------------------------------------------------- the report
-
-
-def fmt(value: float | None, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
-
-
-def div(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b == 0 else a / b
 
 
 def verdict(value: float | None, floor: float) -> str:

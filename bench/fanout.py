@@ -71,6 +71,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import harness
+from harness import default_workers, div, fmt, write_notebook
+
 SLEEP_SECONDS = 0.001
 OVERHEAD_TARGET_US = 10.0
 MEMORY_TARGET_BYTES = 1024
@@ -78,21 +81,7 @@ TARGET_N = 100_000
 WORKER_TIMEOUT = 1800
 
 
-def default_workers() -> int:
-    """ThreadPoolExecutor's (and mage_nb's) default: min(32, CPUs + 4)."""
-    return min(32, (os.cpu_count() or 1) + 4)
-
-
 # --------------------------------------------------------------------------- notebooks
-
-
-def write_notebook(path: Path, cells: list[str]) -> Path:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nbformat.write(nb, str(path))
-    return path
 
 
 def flat_cells(n: int) -> list[str]:
@@ -283,21 +272,7 @@ def mage_command() -> list[str]:
 
 
 def in_subprocess(kind: str, **kwargs: Any) -> dict[str, Any]:
-    """Run one ``worker_*`` in a fresh interpreter; an error is a result, not a crash."""
-    spec = json.dumps({"kind": kind, "kwargs": kwargs})
-    try:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", spec],
-            capture_output=True,
-            text=True,
-            timeout=WORKER_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"{kind}: timed out after {WORKER_TIMEOUT} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return {"error": f"{kind}: exit {proc.returncode}: {tail}"}
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return harness.in_subprocess(__file__, kind, WORKER_TIMEOUT, **kwargs)
 
 
 def time_cli(notebook: Path) -> dict[str, Any]:
@@ -409,14 +384,6 @@ def run_all(cfg: dict[str, Any], tmp: Path) -> Measurements:
 
 
 # --------------------------------------------------------------------------- the report
-
-
-def fmt(value: float | None, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
-
-
-def div(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b == 0 else a / b
 
 
 def sub(a: float | None, b: float | None) -> float | None:
