@@ -314,3 +314,13 @@ def test_block_cells_keep_their_notebook_position_as_origin(tmp_path: Path) -> N
         ("b", "transformer", True, "cell 4"),
     ]
     assert [(c.number, c.source) for c in loaded.prelude] == [(2, "import os")]
+
+
+def test_a_no_run_block_still_runs_headless(tmp_path: Path) -> None:
+    nb = write_notebook(
+        tmp_path / "no_run.ipynb",
+        ["%%loader items --dynamic --no-run\n[1, 2]", "%%transformer t --no-run\nitems * 5"],
+    )
+    run = run_notebook(nb, executor="sync")
+    assert run.status == "completed"
+    assert [r.output for r in run.instances("t")] == [5, 10]
