@@ -221,21 +221,29 @@ class DaskExecutor:
 
     The run's ``Program`` is started on every worker once (and on any worker that joins
     later, on its first batch); batches are ordinary Dask tasks, so a worker that dies has
-    its batches re-run elsewhere by the scheduler.
+    its batches re-run elsewhere by the scheduler. Outputs of ``keep_on_workers`` bytes or
+    more stay on the worker that computed them (``handles``); ``None`` brings every output
+    back.
     """
 
     remote = True
+    keeps_outputs = True
     # Each Dask task costs scheduler CPU (on a small machine, the same CPUs as the work):
     # fewer, longer batches.
     target_batch_seconds = 0.2
     max_batch = 8192
 
     def __init__(
-        self, address: str | None = None, max_workers: int | None = None, timeout: float = 5
+        self,
+        address: str | None = None,
+        max_workers: int | None = None,
+        timeout: float = 5,
+        keep_on_workers: int | None = 1 << 20,
     ):
         self.address = address
         self.workers = max_workers or os.cpu_count() or 1
         self.timeout = timeout
+        self.keep_on_workers = keep_on_workers
         self._client: Any = None
         self._cluster: Any = None
         self._program: bytes | None = None
@@ -266,7 +274,11 @@ class DaskExecutor:
         self._client.run(remote.start_worker, program)
 
     def submit(self, fn: Callable[[Any], Any], batch: Any, done: Callable[[Any], None]) -> None:
-        future = self._client.submit(fn, batch, self._program, pure=False)
+        """``batch`` is (payload, futures): the futures are inputs Dask fetches for the task."""
+        payload, futures = batch
+        future = self._client.submit(
+            fn, payload, self._program, self.keep_on_workers, *futures, pure=False
+        )
 
         def finished(f: Any) -> None:
             try:
@@ -275,6 +287,24 @@ class DaskExecutor:
                 done(exc)
 
         future.add_done_callback(finished)
+
+    def adopt(self, kept: Any) -> Any:
+        """A worker kept an output: claim it as a Dask key (``RemoteOutput``) on that worker."""
+        from . import remote
+        from .handles import RemoteOutput
+
+        future = self._client.submit(
+            remote.take,
+            kept.token,
+            workers=[kept.address],
+            allow_other_workers=True,  # a lost worker: fail clearly elsewhere, don't wait
+            priority=1,
+            pure=False,
+        )
+        return RemoteOutput(future, kept)
+
+    def gather(self, futures: list[Any]) -> list[Any]:
+        return list(self._client.gather(futures))
 
     def replace_stuck_worker(self) -> None:
         pass

@@ -13,13 +13,17 @@ returns plain data, in batch order.
 
 from __future__ import annotations
 
+import dataclasses
+import reprlib
 import time
+import uuid as _uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
 
+from . import handles
 from .code import compile_body
 from .dag import Pipeline
 from .errors import FanoutError
@@ -116,7 +120,11 @@ class _Worker:
             self.bodies[name] = body
         return body
 
-    def run(self, name: str, tasks: list[Task]) -> list[tuple[Any, ...]]:
+    def run(
+        self, name: str, tasks: list[Task], keep_bytes: int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Each task's (ok, value or error, started, ended, captured); a non-dynamic output
+        of ``keep_bytes`` or more stays in this process (see ``handles``)."""
         block = self.pipeline[name]
         body = self.body(name)
         fans_out = block.dynamic and block.reduce is None
@@ -143,8 +151,43 @@ class _Worker:
             except BaseException as exc:
                 outcome = (False, ErrorInfo.from_exception(exc, block_file=filename))
             captured = self.capture.end(token) if self.capture is not None else None
+            if keep_bytes is not None and outcome[0] and not fans_out:
+                outcome = (True, _keep_if_large(outcome[1], keep_bytes))
             results.append((*outcome, started, time.time(), captured))
         return results
+
+
+#: Large outputs this process keeps until the run's scheduler claims them (``take``).
+_kept: dict[str, Any] = {}
+_preview = reprlib.Repr()
+_preview.maxstring = _preview.maxother = 120
+
+
+def _keep_if_large(value: Any, keep_bytes: int) -> Any:
+    from dask.sizeof import sizeof
+    from distributed import get_worker
+
+    nbytes = sizeof(value)
+    if nbytes < keep_bytes:
+        return value
+    token = _uuid.uuid4().hex
+    _kept[token] = value
+    if isinstance(value, (bytes, bytearray, str)):
+        preview = repr(value[:40]) + "…"
+    else:
+        preview = _preview.repr(value)
+    return handles.KeptOnWorker(
+        token, get_worker().address, nbytes, type(value).__name__, isinstance(value, list), preview
+    )
+
+
+def take(token: str) -> handles.Boxed:
+    """The scheduler claims a kept output: it becomes the result of a Dask task (a key the
+    cluster tracks, moves between workers and frees when nobody holds it)."""
+    try:
+        return handles.Boxed(_kept.pop(token))
+    except KeyError:
+        raise RuntimeError("this output was lost with the Dask worker that computed it") from None
 
 
 def _keywords(task: Task, context: RemoteContext, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -172,19 +215,27 @@ def start_worker(program: bytes) -> None:
         _workers[key] = _Worker(cloudpickle.loads(program))
 
 
-def run_tasks(payload: bytes, program: bytes | None = None) -> bytes:
+def run_tasks(
+    payload: bytes, program: bytes | None = None, keep_bytes: int | None = None, *values: Any
+) -> bytes:
     """Run one batch here; the answer is cloudpickled (outputs may be notebook types).
 
     ``program`` is sent along where a worker may not have been started with it (a Dask
     worker that joined or was restarted mid-run); it is then started on first use.
+    ``values`` are inputs Dask fetched for the tasks' ``handles.Ref`` placeholders;
+    ``keep_bytes`` makes large outputs stay here (Dask workers only).
     """
     key, name, tasks = cloudpickle.loads(payload)
     if key not in _workers:
         if program is None:
             raise RuntimeError("this worker was not started with the run's program")
         start_worker(program)
+    if values:
+        tasks = [
+            dataclasses.replace(task, inputs=handles.attach(task.inputs, values)) for task in tasks
+        ]
     try:
-        return bytes(cloudpickle.dumps(_workers[key].run(name, tasks)))
+        return bytes(cloudpickle.dumps(_workers[key].run(name, tasks, keep_bytes)))
     except Exception as exc:  # an output that cannot be pickled fails the batch, clearly
         error = ErrorInfo(
             type(exc).__name__, f"could not send the results back from the worker: {exc}"

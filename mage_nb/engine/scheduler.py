@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
-from . import remote
+from . import handles, remote
 from .code import CompiledBody, compile_body
 from .dag import Block, Pipeline
 from .errors import FanoutError, PipelineError
@@ -68,7 +68,7 @@ from .instance import (
 from .instance import FAILED as FAILED_STATUS
 from .joins import Joiner
 from .record import PipelineRun
-from .reduce import Reducer, resolve_strategy
+from .reduce import ListReducer, Reducer, resolve_strategy
 from .rows import (
     ROW_FAILED,
     ROW_GHOST,
@@ -218,6 +218,8 @@ class Run(StreamMixin):
         executors = {id(s.executor): s.executor for s in self.states}
         self._capacity = max(2, 2 * sum(e.workers for e in executors.values()))
         remotes = [e for e in executors.values() if getattr(e, "remote", False)]
+        # Some outputs may stay on Dask workers: inputs and reduces must look for handles.
+        self._handles = any(getattr(e, "keeps_outputs", False) for e in remotes)
         if remotes:
             if setup is None:
                 raise PipelineError(
@@ -314,6 +316,8 @@ class Run(StreamMixin):
             if not finished:  # an engine error: leave nothing running, then let it surface
                 self._cancel()
             gc.set_threshold(*gc_thresholds)
+            if self._handles:
+                self._bring_home()
             self.sql.close()
             for owned in self._owned:
                 owned.close(wait=not self._cancelled)
@@ -321,6 +325,38 @@ class Run(StreamMixin):
             record.status = self._final_status()
             self.events.run_finished(run=record)
         return record
+
+    def _bring_home(self) -> None:
+        """Fetch the outputs still kept on Dask workers that this run keeps, in one go,
+        before the cluster (maybe a local one) goes away."""
+        found: list[handles.RemoteOutput] = []
+        groups: list[GroupResult] = []
+        for state in self.states:
+            for inst in state.instances:
+                handles.collect(inst.output, found)
+                for origin in inst.origins or ():
+                    if isinstance(origin, GroupResult):
+                        groups.append(origin)
+                        handles.collect(origin.value, found)
+        if not found:
+            return
+        unique = list({id(h): h for h in found}.values())
+        fetched: dict[int, Any] = {}
+        try:
+            values = unique[0].future.client.gather([h.future for h in unique])
+            fetched = {id(h): boxed.value for h, boxed in zip(unique, values)}
+        except Exception as exc:
+            self._warn(f"could not fetch the outputs kept on Dask workers: {exc}")
+            return
+
+        def home(value: Any) -> Any:
+            return handles.map_handles(value, lambda h: fetched[id(h)])
+
+        for state in self.states:
+            for inst in state.instances:
+                inst.output = home(inst.output)
+        for group in groups:
+            group.value = home(group.value)
 
     def cancel(self) -> None:
         """Ask a running ``execute()`` (on another thread) to stop; safe from any thread."""
@@ -382,11 +418,19 @@ class Run(StreamMixin):
                 started(run=self.record, instance=inst)
             state.running += size
             self._outstanding += 1
-            if getattr(state.executor, "remote", False):
-                payload = remote.pack(
-                    self._program_key, state.name, [_task(inst) for inst in batch]
-                )
-                state.executor.submit(remote.run_tasks, payload, self._remote_reply(batch))
+            executor = state.executor
+            if getattr(executor, "keeps_outputs", False):
+                futures: list[Any] = []
+                tasks = [_task(inst, handles.detach(inst.inputs or (), futures)) for inst in batch]
+                payload = remote.pack(self._program_key, state.name, tasks)
+                executor.submit(remote.run_tasks, (payload, futures), self._remote_reply(batch))
+            elif getattr(executor, "remote", False):
+                if self._handles:  # a block on processes downstream of outputs kept by Dask
+                    tasks = [_task(inst, handles.resolve_inputs(inst.inputs)) for inst in batch]
+                else:
+                    tasks = [_task(inst, inst.inputs) for inst in batch]
+                payload = remote.pack(self._program_key, state.name, tasks)
+                executor.submit(remote.run_tasks, payload, self._remote_reply(batch))
             else:
                 state.executor.submit(self._run_batch, batch, self._completions.put)
 
@@ -398,6 +442,8 @@ class Run(StreamMixin):
         results: list[tuple[Any, ...]] = []
         try:
             for inst in batch:
+                if self._handles:
+                    inst.inputs = handles.resolve_inputs(inst.inputs)
                 results.append(run_one(inst))
         except KeyboardInterrupt:
             # Ctrl-C (or a body raising KeyboardInterrupt) means "stop the run", on any thread.
@@ -636,10 +682,16 @@ class Run(StreamMixin):
                 "WorkerLost", f"the worker process running this instance was lost: {answer!r}"
             )
             return [(i, a, False, error, now, now, None) for i, a in zip(batch, attempts)]
-        return [
+        results = [
             (inst, attempt, *result)
             for inst, attempt, result in zip(batch, attempts, remote.unpack_results(answer))
         ]
+        if self._handles:
+            executor: Any = batch[0].state.executor
+            for i, result in enumerate(results):
+                if type(result[3]) is handles.KeptOnWorker:
+                    results[i] = (*result[:3], executor.adopt(result[3]), *result[4:])
+        return results
 
     def _reuse(self, inst: BlockRun, earlier: BlockRun) -> None:
         """Take an earlier run's result for this instance instead of running it."""
@@ -758,6 +810,13 @@ class Run(StreamMixin):
         value: Any,
         origin: Any,
     ) -> None:
+        if (
+            self._handles
+            and type(value) is handles.RemoteOutput
+            and (state.reducer is not ListReducer or value.is_list)
+        ):
+            # a list reduce hands on what it is given; any other fold needs the value here
+            value = value.resolve()
         prefix = key[:-1]
         group = state.groups.get(prefix)
         if group is None:
@@ -861,14 +920,14 @@ def _with_ancestors(pipeline: Pipeline, names: Collection[str]) -> set[str]:
     return wanted
 
 
-def _task(inst: BlockRun) -> remote.Task:
+def _task(inst: BlockRun, inputs: tuple[Any, ...] | None) -> remote.Task:
     return remote.Task(
         uuid=inst.uuid,
         key=inst.key,
         lineage=inst.lineage,
         metadata=dict(inst.metadata),
         attempt=inst.attempts,
-        inputs=inst.inputs or (),
+        inputs=inputs or (),
         reduced_from=inst.reduced_from,
         failed=inst.failed,
     )
