@@ -145,11 +145,48 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="what the run keeps of each output (default: all with --json, else none)",
     )
-    for name in ("export",):
-        later = sub.add_parser(name, help=f"{name} (not available in this version yet)")
-        later.add_argument("args", nargs="*")
+    _add_export_parser(sub)
     _add_graph_parser(sub)
     return parser
+
+
+# -- mage-nb export ---------------------------------------------------------------------------
+def _add_export_parser(sub: Any) -> None:
+    export = sub.add_parser(
+        "export",
+        help="write the pipeline as a Python folder (mage-nb run runs it) or a Mage project",
+    )
+    export.add_argument("notebook", help="a notebook (or an exported folder)")
+    export.add_argument("--to", required=True, choices=("python", "mage"), help="what to write")
+    export.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (new or empty)")
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty OUT_DIR (files of the same name are replaced)",
+    )
+    export.add_argument("--name", help="the pipeline's name (default: the notebook's)")
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    """``mage-nb export``: 0 written; 2 invalid notebook or refused (nothing written)."""
+    from .export import export_notebook
+    from .notebook import load_notebook
+
+    try:
+        notebook = load_notebook(args.notebook)
+        warnings = export_notebook(
+            notebook, args.out_dir, to=args.to, force=args.force, name=args.name
+        )
+    except PipelineError as exc:
+        print(f"mage-nb: error: {exc}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"mage-nb export: warning: {warning}", file=sys.stderr)
+    blocks = len(notebook.specs)
+    print(f"exported {blocks} block{'s' * (blocks != 1)} to {args.out_dir} ({args.to})")
+    if args.to == "python":
+        print(f"run it with: mage-nb run {args.out_dir}")
+    return 0
 
 
 # -- mage-nb graph ----------------------------------------------------------------------------
@@ -241,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "graph":
         return _graph_command(args)
+    if args.command == "export":
+        return _export_command(args)
     if args.command != "run":
         print(f"mage-nb {args.command}: not available in this version yet", file=sys.stderr)
         return 2

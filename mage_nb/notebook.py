@@ -31,20 +31,25 @@ _SILENT_MAGICS = {"load_ext", "reload_ext", "pipeline"}
 class PreludeCell:
     number: int  # 1-based position among the notebook's cells
     source: str
+    #: A Python file the code was read from (an exported folder's prelude.py): its code is
+    #: plain Python, and tracebacks and messages name the file and its lines.
+    file: str | None = None
 
 
 @dataclass
 class Notebook:
     """A notebook as mage_nb reads it."""
 
-    path: Path
+    path: Path  # the .ipynb file, or an exported folder
     specs: list[BlockSpec]
     prelude: list[PreludeCell]
     warnings: list[str] = field(default_factory=list)
+    #: The name an exported folder gives its pipeline (else the notebook file's stem).
+    pipeline_name: str | None = None
 
     @property
     def name(self) -> str:
-        return self.path.stem
+        return self.pipeline_name or self.path.stem
 
 
 def _read_cells(path: Path) -> list[dict[str, Any]]:
@@ -77,8 +82,13 @@ def _read_cells(path: Path) -> list[dict[str, Any]]:
 
 
 def load_notebook(path: str | Path) -> Notebook:
-    """Read an ``.ipynb``; raise ``PipelineError`` for a file or header that cannot be read."""
+    """Read an ``.ipynb``, or a folder written by ``mage-nb export --to python`` (or its
+    ``pipeline.toml``); raise ``PipelineError`` for a file or header that cannot be read."""
     path = Path(path)
+    from .export.load import is_pipeline_path, load_folder
+
+    if is_pipeline_path(path):
+        return load_folder(path)
     cells = _read_cells(path)
     specs: list[BlockSpec] = []
     prelude: list[PreludeCell] = []
@@ -147,7 +157,7 @@ def new_namespace() -> dict[str, Any]:
 _IPYTHON_SYNTAX = re.compile(r"^\s*[%!]|^\s*\w+\s*=\s*[%!]|\?\s*$", re.M)
 
 
-def _translate(source: str) -> str:
+def translate_ipython(source: str) -> str:
     """Plain Python stays as it is; IPython syntax goes through IPython's own transformer."""
     if not _IPYTHON_SYNTAX.search(source):
         return source
@@ -163,25 +173,27 @@ def run_prelude(notebook: Notebook, namespace: dict[str, Any]) -> list[str]:
     namespace.setdefault("get_ipython", lambda: shell)
     for cell in notebook.prelude:
         shell.cell = cell.number
-        filename = f"<cell {cell.number}>"
+        filename = cell.file or f"<cell {cell.number}>"
+        where = Path(cell.file).name if cell.file else f"cell {cell.number} (prelude)"
         try:
-            code_text = _translate(cell.source)
+            code_text = cell.source if cell.file else translate_ipython(cell.source)
             linecache.cache[filename] = (len(code_text), None, code_text.splitlines(True), filename)
             code = compile(code_text, filename, "exec")
         except SyntaxError as exc:
-            raise PreludeError(
-                f"cell {cell.number} (prelude) does not compile: {exc.msg} (line {exc.lineno})"
-            ) from None
+            raise PreludeError(f"{where} does not compile: {exc.msg} (line {exc.lineno})") from None
         try:
             exec(code, namespace)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
             tb = traceback.TracebackException.from_exception(exc)
-            tb.stack[:] = [f for f in tb.stack if f.filename.startswith("<cell")] or tb.stack
+            mine = [
+                f for f in tb.stack if f.filename.startswith("<cell") or f.filename == cell.file
+            ]
+            tb.stack[:] = mine or tb.stack
             text = "".join(tb.format())
             raise PreludeError(
-                f"cell {cell.number} (prelude) raised {type(exc).__name__}: {exc}; nothing ran\n{text}"
+                f"{where} raised {type(exc).__name__}: {exc}; nothing ran\n{text}"
             ) from None
     return warnings
 
