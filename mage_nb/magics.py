@@ -14,6 +14,7 @@ import shlex
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -27,7 +28,8 @@ from .engine.executors import Executor
 from .engine.instance import COMPLETED, FAILED
 from .engine.record import PipelineRun
 from .engine.spec import parse_header
-from .notebook import is_prelude_cell, namespace_from_cells
+from .export.prelude import reads_block_outputs
+from .notebook import KERNEL, Notebook, PreludeCell, is_prelude_cell, namespace_from_cells
 from .runner import make_executor
 from .session import Session
 from .summary import format_summary
@@ -357,7 +359,56 @@ class PipelineMagics(Magics):
         return None
 
     def _export(self, args: list[str]) -> None:
-        raise UsageError("%pipeline export is not available in this version yet")
+        """%pipeline export --to python|mage OUT_DIR [--force] [--name NAME]: the registered
+        blocks, with the plain cells run so far as the prelude (as a worker process gets them)."""
+        ns = _subcommand(
+            "export",
+            (("--to",), {"choices": ("python", "mage"), "required": True}),
+            (("out_dir",), {"metavar": "OUT_DIR"}),
+            (("--force",), {"action": "store_true"}),
+            (("--name",), {"default": None}),
+        ).parse_args(args)
+        from .export import export_notebook
+
+        try:
+            notebook, left_out = self._kernel_notebook(ns.name or self._default_name(ns.out_dir))
+            warnings = export_notebook(notebook, ns.out_dir, to=ns.to, force=ns.force, name=ns.name)
+        except PipelineError as exc:
+            raise UsageError(f"%pipeline export: {exc}") from None
+        for warning in left_out + warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        count = len(notebook.specs)
+        where = Path(ns.out_dir).resolve()
+        print(f"exported {count} block{'s' * (count != 1)} to {where} ({ns.to})")
+
+    def _default_name(self, out_dir: str) -> str:
+        """The notebook's name when the front end tells it (``__session__``), else OUT_DIR's."""
+        session = self.session.namespace.get("__session__")
+        if isinstance(session, str) and session.strip():
+            return Path(session).stem
+        return Path(out_dir).resolve().name
+
+    def _kernel_notebook(self, name: str) -> tuple[Notebook, list[str]]:
+        """The session's blocks in registration order and the kernel's plain cells as the
+        prelude; cells that read a block's output (``users[0]``) cannot run before the
+        pipeline and are left out (returned as warnings)."""
+        pipeline = self.session.pipeline()
+        if not len(pipeline):
+            raise PipelineError("no blocks yet: run a block cell first")
+        specs = [block.spec for block in sorted(pipeline, key=lambda b: b.position)]
+        cells: list[PreludeCell] = []
+        left_out: list[str] = []
+        for number, source in enumerate(self._prelude, start=1):
+            reads = reads_block_outputs(source, pipeline.blocks)
+            if reads:
+                first = source.strip().splitlines()[0][:60]
+                left_out.append(
+                    f"plain cell {number} ({first!r}) is left out of the prelude: it reads the "
+                    f"output of {', '.join(reads)}, which a prelude runs before"
+                )
+            else:
+                cells.append(PreludeCell(number, source))
+        return Notebook(KERNEL, specs, cells, pipeline_name=name), left_out
 
     def _last(self) -> PipelineRun:
         if self.session.last_run is None:

@@ -24,6 +24,8 @@ from .engine.errors import HeaderError, PipelineError, PreludeError
 from .engine.spec import BLOCK_MAGICS, BlockSpec, parse_header, split_block_cell
 
 SKIP_TAG = "skip"
+#: The ``Notebook.path`` of a kernel's pipeline (a kernel has no notebook file to read).
+KERNEL = Path("<kernel>")
 _SILENT_MAGICS = {"load_ext", "reload_ext", "pipeline"}
 
 
@@ -210,7 +212,7 @@ def namespace_from_cells(cells: tuple[str, ...]) -> dict[str, Any]:
     """A fresh namespace with these plain cells run in it: the kernel's prelude, as a worker
     process rebuilds it (a kernel has no notebook file to read)."""
     notebook = Notebook(
-        path=Path("<kernel>"),
+        path=KERNEL,
         specs=[],
         prelude=[PreludeCell(number, source) for number, source in enumerate(cells, start=1)],
     )

@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 from ..engine.dag import Block, Pipeline
-from ..notebook import Notebook
+from ..notebook import KERNEL, Notebook
 from . import ExportError
 from .layout import (
     BLOCKS_DIR,
@@ -55,10 +55,15 @@ def export_python(notebook: Notebook, out_dir: Path, *, name: str | None = None)
     pipeline = Pipeline(notebook.specs)
     title = name or notebook.name
     source = notebook.path.name
+    cells = (
+        "the plain cells the kernel ran, in the order they first ran (cells that read block "
+        "outputs left out)"
+        if notebook.path == KERNEL
+        else f"the plain code cells of {source}, in notebook order (cells tagged `skip` left out)"
+    )
     files = _file_names(notebook)
     intro = textwrap.fill(
-        f"The shared prelude of the pipeline `{title}`: the plain code cells of {source}, in "
-        "notebook order (cells tagged `skip` left out). It runs once, before any block, into "
+        f"The shared prelude of the pipeline `{title}`: {cells}. It runs once, before any block, into "
         "the namespace that every block body reads through to (imports, helpers, constants). "
         "IPython magics need a kernel: they are dropped and left here as comments.",
         width=90,
