@@ -143,7 +143,7 @@ def reads_block_outputs(source: str, blocks: Iterable[str]) -> list[str]:
         tree = ast.parse(translate_ipython(source))
     except SyntaxError:
         return []
-    read: list[str] = []
+    read: list[tuple[int, int, str]] = []
     assigned: set[str] = set()
     stack: list[ast.AST] = [tree]
     while stack:
@@ -156,9 +156,10 @@ def reads_block_outputs(source: str, blocks: Iterable[str]) -> list[str]:
         if isinstance(node, ast.Lambda):
             continue
         if isinstance(node, ast.Name):
-            if isinstance(node.ctx, ast.Load) and node.id in names and node.id not in read:
-                read.append(node.id)
+            if isinstance(node.ctx, ast.Load) and node.id in names:
+                read.append((node.lineno, node.col_offset, node.id))
             elif not isinstance(node.ctx, ast.Load):
                 assigned.add(node.id)
         stack.extend(ast.iter_child_nodes(node))
-    return [name for name in read if name not in assigned]
+    in_order = [name for _, _, name in sorted(read) if name not in assigned]
+    return list(dict.fromkeys(in_order))

@@ -82,7 +82,8 @@ def export_python(notebook: Notebook, out_dir: Path, *, name: str | None = None)
     for spec in notebook.specs:
         block = pipeline[spec.name]
         file = files[spec.name]
-        _write(out_dir / file, _block_text(block, pipeline, file, source))
+        body = _without_preamble(spec.source, file) if notebook.path.is_dir() else spec.source
+        _write(out_dir / file, _block_text(block, pipeline, file, source, body))
         entry: dict[str, object] = {
             "name": spec.name,
             "kind": spec.kind,
@@ -140,7 +141,21 @@ def _binding(up: Block) -> str:
     return "its output"
 
 
-def _block_text(block: Block, pipeline: Pipeline, file: str, source: str) -> str:
+def _without_preamble(source: str, file: str) -> str:
+    """A body read from an exported folder, without the comments an export put above it
+    (the loader already dropped their first line): exporting a folder again does not stack
+    them. Only a run of comment lines followed by a blank line is taken off."""
+    lines = source.split("\n")
+    prefix = comment_prefix(file)
+    n = 0
+    while n < len(lines) and lines[n].startswith(prefix):
+        n += 1
+    if n and n < len(lines) and not lines[n].strip():
+        return "\n".join(lines[n + 1 :])
+    return source
+
+
+def _block_text(block: Block, pipeline: Pipeline, file: str, source: str, body: str) -> str:
     spec = block.spec
     where = f"{spec.origin} of {source}" if spec.origin else source
     lines = [f"Block `{spec.name}` ({spec.kind}), exported by mage_nb from {where}."]
@@ -178,7 +193,8 @@ def _block_text(block: Block, pipeline: Pipeline, file: str, source: str) -> str
         ]
     prefix = comment_prefix(file)
     comment = "\n".join(f"{prefix} {line}".rstrip() for line in lines)
-    body = spec.source if spec.source.endswith("\n") or not spec.source else spec.source + "\n"
+    if body and not body.endswith("\n"):
+        body += "\n"
     return f"{comment}\n\n{body}"
 
 
