@@ -593,3 +593,21 @@ def _no_stray_files(tmp_path: Path) -> Any:
     if tmp_path.exists():
         stray = list(tmp_path.rglob(".*.export-*"))
         assert stray == [], stray
+
+
+def test_a_block_added_by_hand_runs(tmp_path: Path) -> None:
+    out = tmp_path / "users_py"
+    export(NOTEBOOKS / "dynamic_users.ipynb", out)
+    (out / "blocks/top_score.py").write_text(
+        "# a block written by hand\nmax(row['score'] for row in engagement_report['scores'])\n",
+        encoding="utf-8",
+    )
+    with (out / "pipeline.toml").open("a", encoding="utf-8") as toml:
+        toml.write('\n[[blocks]]\nheader = "%%exporter top_score"\nfile = "blocks/top_score.py"\n')
+
+    code, record = run_record(out, tmp_path / "run.json")
+
+    assert code == 0
+    assert record["block_runs"][-1]["uuid"] == "top_score"
+    assert record["block_runs"][-1]["output"] == 69.17
+    assert record["block_runs"][-1]["upstream"] == ["engagement_report"]
