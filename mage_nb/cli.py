@@ -147,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_export_parser(sub)
     _add_graph_parser(sub)
+    _add_import_parser(sub)
     return parser
 
 
@@ -266,6 +267,30 @@ def _graph_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- mage-nb import ---------------------------------------------------------------------------
+def _add_import_parser(sub: Any) -> None:
+    imp = sub.add_parser("import", help="write a Mage project's pipeline as a notebook")
+    imp.add_argument("project", metavar="MAGE_PROJECT", help="the Mage project's folder")
+    imp.add_argument("pipeline", metavar="PIPELINE", help="the pipeline's uuid")
+    imp.add_argument("out", metavar="OUT.ipynb", help="the notebook to write")
+    imp.add_argument("--force", action="store_true", help="replace OUT.ipynb if it exists")
+
+
+def _import_command(args: argparse.Namespace) -> int:
+    """``mage-nb import``: 0 written; 2 a project, pipeline or file that cannot be imported."""
+    from .export.mage_import import import_mage
+
+    try:
+        warnings = import_mage(args.project, args.pipeline, args.out, force=args.force)
+    except PipelineError as exc:
+        print(f"mage-nb: error: {exc}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"mage-nb import: warning: {warning}", file=sys.stderr)
+    print(f"imported the Mage pipeline {args.pipeline} to {args.out}")
+    return 0
+
+
 def _depths(path: str) -> dict[str, int]:
     from .engine.dag import Pipeline
     from .notebook import load_notebook
@@ -280,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _graph_command(args)
     if args.command == "export":
         return _export_command(args)
+    if args.command == "import":
+        return _import_command(args)
     if args.command != "run":
         print(f"mage-nb {args.command}: not available in this version yet", file=sys.stderr)
         return 2
