@@ -330,9 +330,9 @@ def _check_python(
         if block.scope and not _is_direct_child(block, pipeline):
             findings.warn(
                 block,
-                f"{role.name}() runs below {block.scope[0]!r}'s fan-out but does not read it: "
-                "Mage passes the items' metadata as keyword arguments only to the blocks "
-                "that read the dynamic block itself",
+                f"{role.name}() runs inside the fan-out of {block.scope[0]!r} but does not "
+                f"read {block.scope[0]!r}: Mage passes the items' metadata as keyword arguments "
+                "only to the blocks that read the dynamic block itself",
             )
     return result
 
@@ -397,9 +397,16 @@ def _drop_shell_commands(text: str) -> tuple[str, list[str]]:
         edits.append(
             (node.lineno, end, f"{indent}{'pass  ' if node.col_offset else ''}# dropped: {shown}")
         )
+        cell = next(
+            (
+                line[2:]
+                for line in reversed(lines[: node.lineno])
+                if re.fullmatch(r"# cell \d+", line)
+            ),
+            "the plain cells",
+        )
         warnings.append(
-            f"prelude line {node.lineno}: dropped a shell command or IPython call ({shown}): "
-            "Mage has no IPython"
+            f"{cell}: dropped a shell command or IPython call ({shown}): Mage has no IPython"
         )
     for start, end, replacement in sorted(edits, reverse=True):
         lines[start - 1 : end] = [replacement]

@@ -145,7 +145,7 @@ def _plan(
     pass_context: bool,
 ) -> _Plan:
     tests = list(info.tests)
-    inputs = "(" + "".join(f"{p}, " for p in params).rstrip(" ") + ")" if params else "()"
+    inputs = f"({params[0]},)" if len(params) == 1 else f"({', '.join(params)})"
     wrap_open, wrap_close = ("_mage_nb_fanout(", ")") if fanout else ("[", "]")
     checks = [f"_mage_nb_test({t}, {OUTPUT}, {inputs})" for t in tests]
     if info.function is not None:
@@ -234,15 +234,16 @@ def _text_surgery(
     keep_as_is = _string_lines(tree)
     flags = [i + 1 in keep_as_is for i in range(len(lines))]
     if plan.final_text is not None:
-        last = tree.body[-1]
-        assert isinstance(last, ast.Expr) and last.end_lineno is not None
-        value = last.value
-        end_line = lines[value.end_lineno - 1]  # type: ignore[operator]
-        end = _char_col(end_line, value.end_col_offset or 0)
-        lines[value.end_lineno - 1] = end_line[:end] + plan.final_text[1] + end_line[end:]  # type: ignore[operator]
-        start_line = lines[value.lineno - 1]
-        start = _char_col(start_line, value.col_offset)
-        lines[value.lineno - 1] = start_line[:start] + plan.final_text[0] + start_line[start:]
+        # The statement's span: it includes parentheses around the expression, which the
+        # expression's own span leaves out.
+        statement = tree.body[-1]
+        assert isinstance(statement, ast.Expr) and statement.end_lineno is not None
+        last = statement.end_lineno - 1
+        end = _char_col(lines[last], statement.end_col_offset or 0)
+        lines[last] = lines[last][:end] + plan.final_text[1] + lines[last][end:]
+        first = statement.lineno - 1
+        start = _char_col(lines[first], statement.col_offset)
+        lines[first] = lines[first][:start] + plan.final_text[0] + lines[first][start:]
     dropped: set[int] = set()
     for deco in _removable_decorators(tree):
         first, last_line = deco.lineno, deco.end_lineno or deco.lineno
