@@ -259,8 +259,9 @@ def _check_sql(block: Block, findings: _Findings, names: Iterable[str]) -> None:
             findings.warn(
                 block,
                 f"Mage copies {', '.join(read)} into DuckDB tables with cleaned column names "
-                "(lower case, other characters as _, SQL reserved words prefixed with _: "
-                "user becomes _user), and makes no table of an empty output",
+                "(lower case, other characters as _, and a _ before some 800 words it holds "
+                "reserved, among them name, value, count, rank, user and zone), and makes no "
+                "table of an empty output: name such columns otherwise",
             )
 
 

@@ -377,7 +377,8 @@ def sql_tables_to_mage(sql: str, upstream: Sequence[str], tables: Sequence[str])
         if kind.name in _CLAUSE_ENDS:
             in_from[-1] = False
             continue
-        if kind not in (TokenType.VAR, TokenType.IDENTIFIER) or token.text not in wanted:
+        # A block NAME may be a keyword to the tokenizer (`row`, `values`): match the text.
+        if token.text not in wanted or kind in (TokenType.STRING, TokenType.NATIONAL_STRING):
             continue
         before = tokens[i - 1].token_type if i else None
         after = tokens[i + 1].token_type if i + 1 < len(tokens) else None

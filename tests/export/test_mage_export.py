@@ -39,7 +39,7 @@ pytestmark = pytest.mark.timeout(1800)
 # fan-out, a function-style block with a @test, list outputs reduced, a block reading a
 # reduce and a fan-out member, a DataFrame fanned out row by row under --max-children,
 # retries with context.attempt, a generator fan-out (exported with a warning), SQL on an
-# upstream DataFrame, and outputs Mage would otherwise split (None, [], [x], tuples).
+# upstream DataFrame and on a reduce (a block NAME that is a SQL keyword), and outputs Mage would otherwise split (None, [], [x], tuples).
 FEATURES = [
     "%load_ext mage_nb\nimport pandas as pd\n",
     "def label(text):\n    return f'#{text}'\n",
@@ -68,6 +68,10 @@ def two_values(output):
 round(region_info["zone"] / sum(x for x in scaled if isinstance(x, int)), 4)""",
     """%%exporter summary
 {"scaled": scaled, "count": len(scaled), "nothing": None, "empty": [], "one": [5], "pair": (1, "a")}""",
+    """%%transformer row --reduce
+{"region": regions, "zone_no": context.metadata["zone"]}""",
+    """%%block sql ranked
+select region, zone_no from row order by zone_no desc""",
     """%%loader frame
 pd.DataFrame({"id": [1, 2, 3], "score": [10.5, 20.0, 12.25]})""",
     """%%block sql totals
@@ -218,6 +222,11 @@ def test_features_run_in_mage_as_in_the_notebook(
         "pair": [1, "a"],
     }
     assert outputs["report"] == {"n": 3, "total": 42.75}
+    assert outputs["ranked"] == [
+        {"region": "east west", "zone_no": 3},
+        {"region": "north", "zone_no": 2},
+        {"region": "north", "zone_no": 1},
+    ]
     assert outputs["ids"] == [{"id": 7}, {"id": 8}]  # truncated by --max-children
     assert outputs["flaky:1"] == {"id": 8, "attempt": 2, "index": [1]}
     assert outputs["shout:2"] == "CC"
