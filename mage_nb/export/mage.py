@@ -340,7 +340,9 @@ def _check_python(
 
 # -- the project ---------------------------------------------------------------------------
 def _pipeline_name(notebook: Notebook, name: str | None, findings: _Findings) -> str:
-    given = name if name is not None else ("pipeline" if notebook.path == KERNEL else notebook.name)
+    given = name if name is not None else notebook.name
+    if given == KERNEL.stem:  # a kernel's pipeline that nobody named
+        given = "pipeline"
     cleaned = _PIPELINE_NAME.sub("_", given.lower()).strip("_")
     if not cleaned:
         raise ExportError(f"cannot make a Mage pipeline name of {given!r}: pass --name")
