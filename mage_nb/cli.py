@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as _dt
 import os
 import shutil
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from .engine.errors import PipelineError
@@ -145,6 +147,18 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="what the run keeps of each output (default: all with --json, else none)",
     )
+    run.add_argument(
+        "--store",
+        metavar="DIR",
+        help="where runs are recorded (default: .mage_nb/runs beside the notebook)",
+    )
+    run.add_argument("--no-store", action="store_true", help="do not record this run")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue a stored run: only what did not complete (and what needs it) runs",
+    )
+    _add_runs_parser(sub)
     _add_export_parser(sub)
     _add_graph_parser(sub)
     _add_import_parser(sub)
@@ -267,6 +281,41 @@ def _graph_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- mage-nb runs -----------------------------------------------------------------------------
+def _add_runs_parser(sub: Any) -> None:
+    runs = sub.add_parser("runs", help="list the stored runs of a notebook")
+    runs.add_argument(
+        "notebook", nargs="?", default=".", help="a notebook or folder (default: the current one)"
+    )
+    runs.add_argument("--store", metavar="DIR", help="the runs directory, if not the default")
+
+
+def _runs_command(args: argparse.Namespace) -> int:
+    """``mage-nb runs``: one line per stored run, oldest first."""
+    from .store import default_runs_dir, list_runs
+
+    runs_dir = Path(args.store) if args.store else default_runs_dir(args.notebook)
+    rows = [("RUN_ID", "STATUS", "STARTED", "DURATION", "INSTANCES", "NOTEBOOK")]
+    for run in list_runs(runs_dir):
+        started = (
+            _dt.datetime.fromtimestamp(run.started).strftime("%Y-%m-%d %H:%M:%S")
+            if run.started
+            else "-"
+        )
+        duration = f"{run.ended - run.started:.1f}s" if run.started and run.ended else "-"
+        counts = " ".join(f"{status}={n}" for status, n in run.counts.items())
+        if run.resumes:
+            counts += f" (resumed {run.resumes}x)"
+        rows.append((run.run_id, run.status, started, duration, counts, run.notebook))
+    if len(rows) == 1:
+        print(f"no stored runs in {runs_dir}")
+        return 0
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
 # -- mage-nb import ---------------------------------------------------------------------------
 def _add_import_parser(sub: Any) -> None:
     imp = sub.add_parser("import", help="write a Mage project's pipeline as a notebook")
@@ -307,11 +356,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _export_command(args)
     if args.command == "import":
         return _import_command(args)
+    if args.command == "runs":
+        return _runs_command(args)
     if args.command != "run":
         print(f"mage-nb {args.command}: not available in this version yet", file=sys.stderr)
         return 2
     if args.max_workers is not None and args.max_workers < 1:
         print("mage-nb: error: --max-workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.no_store and (args.store or args.resume):
+        print("mage-nb: error: --no-store contradicts --store/--resume", file=sys.stderr)
         return 2
     progress = None if args.no_progress else ProgressBar()
     capture, echo = _capturing(sys.stdout, progress)
@@ -326,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             capture=capture,
             keep_outputs=args.keep_outputs or ("all" if args.json else "none"),
             address=args.address,
+            store=False if args.no_store else (args.store or True),
+            resume=args.resume,
         )
     except PipelineError as exc:
         print(f"mage-nb: error: {exc}", file=sys.stderr)
@@ -339,6 +395,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_tree(record))
         print()
     print(format_summary(record, _depths(args.notebook)))
+    if not args.no_store and record.status != COMPLETED:
+        print(
+            f"mage-nb: run {record.run_id} is stored; continue it with "
+            f"`mage-nb run {args.notebook} --resume {record.run_id}`",
+            file=sys.stderr,
+        )
     return 0 if record.status == COMPLETED else 1
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_connections
-from .engine.dag import Pipeline
+from .engine.dag import Pipeline, block_versions
 from .engine.errors import PipelineError
 from .engine.events import RunListener
 from .engine.executors import (
@@ -24,9 +24,10 @@ from .engine.executors import (
     SyncExecutor,
     ThreadExecutor,
 )
-from .engine.record import PipelineRun
+from .engine.record import PipelineRun, jsonable
 from .engine.scheduler import OutputCapture, Run
 from .notebook import load_notebook, new_namespace, prelude_namespace, run_prelude
+from .store import RunStoreWriter, StoredRun, default_runs_dir, new_run_id
 
 
 def make_executor(
@@ -67,15 +68,37 @@ def run_notebook(
     address: str | None = None,
     capture: OutputCapture | None = None,
     keep_outputs: str = "all",
+    store: str | Path | bool | None = None,
+    resume: str | None = None,
 ) -> PipelineRun:
     """Run every block of a notebook headless and return the run record.
 
     Raises ``PipelineError`` (nothing ran) for an invalid notebook; failures inside blocks
     are in the record, never raised. ``keep_outputs`` ("all", "preview", "none") is what
-    the record keeps of each instance's output.
+    the record keeps of each instance's output. ``store`` records the run in a run store
+    (True: ``.mage_nb/runs`` beside the notebook; or that directory); ``resume`` continues
+    the stored run of that id: only what did not complete (and what depends on it) runs.
     """
     notebook = load_notebook(path)
     pipeline = Pipeline(notebook.specs)
+    listeners = list(listeners)
+    stored: StoredRun | None = None
+    if store or resume:
+        runs_dir = default_runs_dir(path) if store in (None, True) else Path(str(store))
+        versions = block_versions(pipeline)
+        if resume:
+            stored = _stored_run(runs_dir, resume, versions, params)
+            params, run_id = stored.params, resume
+        run_id = run_id or new_run_id()
+        listeners.append(
+            RunStoreWriter(
+                runs_dir / run_id,
+                notebook=str(Path(path).resolve()),
+                params=params or {},
+                versions=versions,
+                resumed=stored is not None,
+            )
+        )
     chosen, owned = make_executor(executor, max_workers, address)
     record: PipelineRun | None = None
     try:
@@ -86,7 +109,7 @@ def run_notebook(
             namespace,
             params=params,
             executor=chosen,
-            listeners=list(listeners),
+            listeners=listeners,
             run_id=run_id,
             capture=capture,
             connections=load_connections(Path(path).parent),
@@ -95,12 +118,38 @@ def run_notebook(
             executor_factory=lambda kind: make_executor(
                 kind, max_workers, address if kind == "dask" else None
             )[0],
+            restore=stored,
         )
         run.record.warnings.extend(warnings)
         record = run.execute()
+        if stored is not None:
+            record.warnings.extend(stored.warnings)
         return record
     finally:
         if owned:
             # A finished run leaves idle workers: wait for them to go. A cancelled one may
             # leave a body running: do not wait on it.
             chosen.close(wait=record is not None and record.status != "cancelled")
+
+
+def _stored_run(
+    runs_dir: Path, run_id: str, versions: Mapping[str, str], params: Mapping[str, Any] | None
+) -> StoredRun:
+    """The stored run to resume, refusing when its results would not be valid now."""
+    directory = runs_dir / run_id
+    if not directory.is_dir():
+        raise PipelineError(f"no stored run {run_id!r} in {runs_dir} (see `mage-nb runs`)")
+    stored = StoredRun(directory)
+    changed = stored.changed_blocks(versions)
+    if changed:
+        raise PipelineError(
+            f"cannot resume run {run_id!r}: block(s) {', '.join(changed)} changed since it ran "
+            "(their code or an upstream block's), so their stored results may be wrong; "
+            "start a new run instead"
+        )
+    if params and jsonable(dict(params)) != stored.params:
+        raise PipelineError(
+            f"cannot resume run {run_id!r} with other parameters: it ran with "
+            f"{stored.params}; resume without --param, or start a new run"
+        )
+    return stored

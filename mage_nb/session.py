@@ -12,7 +12,6 @@ front end.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_connections
-from .engine.dag import Pipeline
+from .engine.dag import Pipeline, block_versions
 from .engine.errors import GraphError, PipelineError
 from .engine.events import RunListener
 from .engine.executors import Executor, ThreadExecutor
@@ -148,19 +147,7 @@ class Session:
             self._pipeline = Pipeline(specs)
         return self._pipeline
 
-    @staticmethod
-    def versions(pipeline: Pipeline) -> dict[str, str]:
-        """A block's version changes when its header, its body or any ancestor's changes."""
-        versions: dict[str, str] = {}
-        for block in pipeline:
-            digest = hashlib.sha256()
-            digest.update(block.spec.header.encode())
-            digest.update(b"\0")
-            digest.update(block.spec.source.encode())
-            for up in block.upstream:
-                digest.update(b"\0" + up.encode() + b"=" + versions[up].encode())
-            versions[block.name] = digest.hexdigest()[:16]
-        return versions
+    versions = staticmethod(block_versions)
 
     def stale(self) -> list[str]:
         """Blocks with no result, or a result computed from other code."""

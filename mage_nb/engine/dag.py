@@ -16,6 +16,7 @@ scope a fan-out's ancestors come before it, so the innermost entry is always the
 from __future__ import annotations
 
 import graphlib
+import hashlib
 import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -174,3 +175,18 @@ class Pipeline:
 
     def __len__(self) -> int:
         return len(self.blocks)
+
+
+def block_versions(pipeline: Pipeline) -> dict[str, str]:
+    """A block's version changes when its header, its body or any ancestor's changes: a
+    result computed at another version may be wrong now."""
+    versions: dict[str, str] = {}
+    for block in pipeline:
+        digest = hashlib.sha256()
+        digest.update(block.spec.header.encode())
+        digest.update(b"\0")
+        digest.update(block.spec.source.encode())
+        for up in block.upstream:
+            digest.update(b"\0" + up.encode() + b"=" + versions[up].encode())
+        versions[block.name] = digest.hexdigest()[:16]
+    return versions

@@ -38,6 +38,10 @@ class RunListener:
     def warning(self, *, run: PipelineRun, message: str) -> None:
         """Something the run record lists under ``warnings``."""
 
+    def checkpoint(self, *, run: PipelineRun) -> None:
+        """Instances finished since the last checkpoint are final and nothing that depends
+        on them has started yet: the moment to make them durable (a run store)."""
+
     def run_finished(self, *, run: PipelineRun) -> None:
         """The run ended (completed, failed or cancelled)."""
 
@@ -49,6 +53,7 @@ _HOOKS = (
     "instance_retried",
     "instance_finished",
     "warning",
+    "checkpoint",
     "run_finished",
 )
 
@@ -94,4 +99,5 @@ class EventHub:
     instance_retried: Callable[..., None]
     instance_finished: Callable[..., None]
     warning: Callable[..., None]
+    checkpoint: Callable[..., None]
     run_finished: Callable[..., None]

@@ -72,6 +72,20 @@ def iso(ts: float | None) -> str | None:
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+@dataclass
+class Restored:
+    """A result taken from a run store (``Run(restore=...)``): what an instance that is not
+    run again needs to look completed."""
+
+    attempts: int
+    started: float | None
+    ended: float | None
+    output: Any
+    fanout: FanoutRecord | None = None
+    captured: Any = None
+    source: None = None
+
+
 class BlockRun:
     """One instance of a block: one execution of its code for one lineage."""
 
@@ -118,7 +132,7 @@ class BlockRun:
         self.cause: BlockRun | None = None
         self.fanout: FanoutRecord | None = None  # the fan-out a dynamic instance made
         self.reused = False  # its result was taken from an earlier run
-        self.source: BlockRun | None = None  # if reused: the instance that computed it
+        self.source: BlockRun | Restored | None = None  # if reused: what computed it
         self.captured: Any = None  # stdout/stderr/displays, when the run captures them
         self.started: float | None = None
         self.ended: float | None = None

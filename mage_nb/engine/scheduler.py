@@ -64,6 +64,7 @@ from .instance import (
     BlockRun,
     Context,
     ErrorInfo,
+    Restored,
 )
 from .instance import FAILED as FAILED_STATUS
 from .joins import Joiner
@@ -104,6 +105,13 @@ class OutputCapture(Protocol):
     def begin(self, instance: BlockRun) -> Any: ...
 
     def end(self, token: Any) -> Any: ...
+
+
+class Restorer(Protocol):
+    """Where a resumed run finds stored results (a run store)."""
+
+    def get(self, uuid: str) -> Restored | None:
+        """The stored result of a completed instance, or None (not stored, or not valid)."""
 
 
 class BlockState:
@@ -166,14 +174,18 @@ class Run(StreamMixin):
         keep_outputs: str = "all",
         setup: Callable[[], dict[str, Any]] | None = None,
         executor_factory: Callable[[str], Executor] | None = None,
+        restore: Restorer | None = None,
     ):
         """``blocks`` limits the run to those blocks (with every ancestor they need);
         ``memo`` gives, per block, completed instances of an earlier run by key: an instance
         whose key is found there is not run again, its output is reused. ``capture`` records
-        what each instance prints or displays (``BlockRun.captured``)."""
+        what each instance prints or displays (``BlockRun.captured``). ``restore`` resumes a
+        stored run: an instance it has a result for is not run again when everything it
+        depends on was restored too (so a re-run upstream re-runs its dependents)."""
         self.pipeline = pipeline
         self.namespace = namespace
         self.params = dict(params or {})
+        self._restore = restore
         self._own_executor = executor is None
         self.executor: Executor = executor if executor is not None else ThreadExecutor()
         self.events = EventHub(listeners)
@@ -367,10 +379,12 @@ class Run(StreamMixin):
     def _loop(self) -> None:
         get = self._completions.get
         get_nowait = self._completions.get_nowait
+        checkpoint = self.events.checkpoint
         while True:
             if self._cancel_requested:
                 self._cancel()
                 return
+            checkpoint(run=self.record)
             self._dispatch()
             if not self._outstanding and not self._retries_waiting():
                 break  # what timers remain are deadlines of attempts that already returned
@@ -419,12 +433,20 @@ class Run(StreamMixin):
             state.running += size
             self._outstanding += 1
             executor = state.executor
+            remote_executor = getattr(executor, "remote", False)
+            if state.timeout and remote_executor:
+                # A worker process cannot say when it starts: the deadline counts from now.
+                deadline = time.monotonic() + state.timeout
+                for inst in batch:
+                    heapq.heappush(
+                        self._timers, (deadline, next(self._seq), _DEADLINE, inst, inst.attempts)
+                    )
             if getattr(executor, "keeps_outputs", False):
                 futures: list[Any] = []
                 tasks = [_task(inst, handles.detach(inst.inputs or (), futures)) for inst in batch]
                 payload = remote.pack(self._program_key, state.name, tasks)
                 executor.submit(remote.run_tasks, (payload, futures), self._remote_reply(batch))
-            elif getattr(executor, "remote", False):
+            elif remote_executor:
                 if self._handles:  # a block on processes downstream of outputs kept by Dask
                     tasks = [_task(inst, handles.resolve_inputs(inst.inputs)) for inst in batch]
                 else:
@@ -610,6 +632,11 @@ class Run(StreamMixin):
             ):
                 self._reuse(inst, earlier)
                 return
+        if row_state == ROW_OK and self._restore is not None and _all_restored(origins):
+            stored = self._restore.get(uuid)
+            if stored is not None:
+                self._reuse(inst, stored)
+                return
         if row_state == ROW_OK:
             self.events.instance_created(run=self.record, instance=inst)
             state.ready.append(inst)
@@ -693,8 +720,9 @@ class Run(StreamMixin):
                     results[i] = (*result[:3], executor.adopt(result[3]), *result[4:])
         return results
 
-    def _reuse(self, inst: BlockRun, earlier: BlockRun) -> None:
-        """Take an earlier run's result for this instance instead of running it."""
+    def _reuse(self, inst: BlockRun, earlier: BlockRun | Restored) -> None:
+        """Take an earlier run's (or a store's) result for this instance instead of running
+        it."""
         inst.inputs = None
         inst.status = COMPLETED
         inst.attempts = earlier.attempts
@@ -942,6 +970,18 @@ def executor_kind(executor: Any) -> str:
     return {"ProcessExecutor": "processes", "DaskExecutor": "dask"}.get(
         type(executor).__name__, type(executor).__name__
     )
+
+
+def _all_restored(origins: tuple[Any, ...]) -> bool:
+    """Whether every result an instance would receive was taken from the store."""
+    for origin in origins:
+        by = computed_by(origin)
+        if type(by) is tuple:
+            if not all(b is None or type(b) is Restored for b in by):
+                return False
+        elif type(by) is not Restored:
+            return False
+    return True
 
 
 def _depth(state: BlockState) -> int:

@@ -150,7 +150,7 @@ def test_python_dash_m_prints_the_same_summary_as_the_console_script(
     example_by_script: subprocess.CompletedProcess[str],
 ) -> None:
     def normalised(text: str) -> str:
-        return re.sub(r"run \w+ (\w+) in [\d.]+s", r"run ID \1 in Ns", text)
+        return re.sub(r"run [\w-]+ (\w+) in [\d.]+s", r"run ID \1 in Ns", text)
 
     assert example_by_module.returncode == example_by_script.returncode == 0
     assert normalised(example_by_module.stdout) == normalised(example_by_script.stdout)

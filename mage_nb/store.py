@@ -1,0 +1,394 @@
+"""The run store: every headless run's instances and outputs, durably, so a run that dies
+can resume without losing or redoing work.
+
+A run directory (``.mage_nb/runs/<run_id>/`` beside the notebook, or under ``--store``)
+holds ``record.sqlite`` (the run: notebook, params, block versions, status; and one row per
+*chunk*) and ``outputs/``. A chunk is what finished between two scheduler checkpoints:
+one pickle file with each instance's status, attempts, timings, error and output (DataFrames
+and Arrow tables go to their own Parquet files beside it), written to a temporary name and
+renamed, then its row is committed with the file's checksum. A checkpoint comes before
+anything that depends on those instances starts, so the store never holds a result whose
+upstream it lacks. One chunk per checkpoint, not one row or file per instance, is what keeps
+a 100,000-instance run cheap to record.
+
+Reading trusts nothing it cannot verify: a chunk or Parquet file that is missing or whose
+checksum differs makes its instances run again (with a warning), never be reused.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import pickle
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from .engine.errors import PipelineError
+from .engine.events import RunListener
+from .engine.instance import COMPLETED, STATUSES, BlockRun, Restored
+from .engine.record import PipelineRun, jsonable
+
+STORE_DIR = Path(".mage_nb") / "runs"
+DATABASE = "record.sqlite"
+OUTPUTS = "outputs"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (
+    run_id TEXT PRIMARY KEY, notebook TEXT, status TEXT, started REAL, ended REAL,
+    params TEXT, versions TEXT, resumes INTEGER DEFAULT 0, counts TEXT
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    seq INTEGER PRIMARY KEY, file TEXT NOT NULL, checksum TEXT NOT NULL, entries BLOB NOT NULL
+);
+"""
+
+# What a chunk holds per instance: (uuid, status, attempts, started, ended, error, payload).
+# A payload is None (not completed), ("value", output), ("fanout", record, items),
+# ("parquet", file, checksum, kind) or ("unstored", reason).
+
+
+def default_runs_dir(source: str | Path) -> Path:
+    """Runs of a notebook are kept beside it (of an exported folder, inside it)."""
+    path = Path(source)
+    return (path if path.is_dir() else path.parent) / STORE_DIR
+
+
+def new_run_id() -> str:
+    """Sortable and unique enough: the time it started plus a random suffix."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{os.urandom(3).hex()}"
+
+
+def _checksum(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A reader sees the whole file or no file: write aside, then rename over."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # WAL: a commit survives the process being killed, and costs no fsync per chunk.
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(_SCHEMA)
+    return db
+
+
+def _frame_kind(value: Any) -> str | None:
+    """'pandas' or 'arrow' for outputs that go to Parquet (without importing either)."""
+    module = type(value).__module__.partition(".")[0]
+    if module == "pandas" and type(value).__name__ == "DataFrame":
+        return "pandas"
+    if module == "pyarrow" and type(value).__name__ == "Table":
+        return "arrow"
+    return None
+
+
+class RunStoreWriter(RunListener):
+    """Records a run as it goes (a listener: it only sees events)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        notebook: str,
+        params: Mapping[str, Any],
+        versions: Mapping[str, str],
+        resumed: bool = False,
+    ):
+        self.directory = directory
+        self.outputs = directory / OUTPUTS
+        self.outputs.mkdir(parents=True, exist_ok=True)
+        self.db = _connect(directory / DATABASE)
+        row = self.db.execute("SELECT max(seq) FROM chunks").fetchone()
+        self._seq = int(row[0] or 0)
+        self._pending: list[tuple[BlockRun, Any]] = []
+        self._notebook = notebook
+        self._params = json.dumps(jsonable(dict(params)))
+        self._versions = json.dumps(dict(versions))
+        self._resumed = resumed
+
+    # -- events ------------------------------------------------------------------------------
+    def run_started(self, *, run: PipelineRun) -> None:
+        if self._resumed:
+            self.db.execute(
+                "UPDATE run SET status='running', ended=NULL, resumes=resumes+1, versions=? "
+                "WHERE run_id=?",
+                (self._versions, run.run_id),
+            )
+        else:
+            self.db.execute(
+                "INSERT INTO run (run_id, notebook, status, started, params, versions) "
+                "VALUES (?, ?, 'running', ?, ?, ?)",
+                (run.run_id, self._notebook, run.started, self._params, self._versions),
+            )
+
+    def instance_finished(self, *, run: PipelineRun, instance: BlockRun) -> None:
+        if not instance.reused:  # a restored instance is in the store already
+            self._pending.append((instance, instance.output))
+
+    def checkpoint(self, *, run: PipelineRun) -> None:
+        if self._pending:
+            self.flush()
+
+    def run_finished(self, *, run: PipelineRun) -> None:
+        try:
+            self.flush()
+        finally:
+            counts = {k: v for k, v in run.counts().items() if v}
+            self.db.execute(
+                "UPDATE run SET status=?, ended=?, counts=? WHERE run_id=?",
+                (run.status, run.ended or time.time(), json.dumps(counts), run.run_id),
+            )
+            self.db.close()
+
+    # -- writing -----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write what finished since the last flush as one chunk."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        self._seq += 1
+        seq = self._seq
+        entries: list[tuple[Any, ...]] = []
+        for inst, output in pending:
+            payload: tuple[Any, ...] | None = None
+            if inst.status == COMPLETED:
+                if inst.fanout is not None:
+                    payload = ("fanout", inst.fanout, output)
+                elif _frame_kind(output) is not None:
+                    payload = self._parquet(output, f"{seq}-{len(entries)}")
+                else:
+                    payload = ("value", output)
+            entries.append(
+                (
+                    inst.uuid,
+                    inst.status,
+                    inst.attempts,
+                    inst.started,
+                    inst.ended,
+                    inst.error,
+                    payload,
+                )
+            )
+        data = _dumps(entries)
+        name = f"chunk-{seq:06d}.pkl"
+        _write_atomically(self.outputs / name, data)
+        index = pickle.dumps([(e[0], e[1]) for e in entries], protocol=5)
+        self.db.execute(
+            "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?)", (seq, name, _checksum(data), index)
+        )
+
+    def _parquet(self, frame: Any, stem: str) -> tuple[Any, ...]:
+        import io
+
+        kind = _frame_kind(frame)
+        buffer = io.BytesIO()
+        try:
+            if kind == "pandas":
+                frame.to_parquet(buffer)
+            else:
+                import pyarrow.parquet as pq
+
+                pq.write_table(frame, buffer)
+        except Exception:  # e.g. a column of mixed Python objects: pickle it instead
+            return ("value", frame)
+        data = buffer.getvalue()
+        name = f"{stem}.parquet"
+        _write_atomically(self.outputs / name, data)
+        return ("parquet", name, _checksum(data), kind)
+
+
+def _dumps(entries: list[Any]) -> bytes:
+    """Plain pickle (fast) when it can; classes defined in the notebook need cloudpickle;
+    an output neither can pickle is recorded as not stored (it will run again)."""
+    try:
+        return pickle.dumps(entries, protocol=5)
+    except Exception:
+        pass
+    try:
+        return bytes(cloudpickle.dumps(entries, protocol=5))
+    except Exception:
+        pass
+    kept = []
+    for entry in entries:
+        try:
+            cloudpickle.dumps(entry[6], protocol=5)
+            kept.append(entry)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            kept.append((*entry[:6], ("unstored", reason)))
+    return bytes(cloudpickle.dumps(kept, protocol=5))
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    notebook: str
+    status: str
+    started: float | None
+    ended: float | None
+    counts: dict[str, int]
+    resumes: int
+    directory: Path
+
+
+class StoredRun:
+    """A run directory opened for reading: what a resume restores (``get``)."""
+
+    def __init__(self, directory: Path):
+        if not (directory / DATABASE).is_file():
+            raise PipelineError(f"no stored run in {directory}")
+        self.directory = directory
+        self.warnings: list[str] = []
+        db = sqlite3.connect(f"file:{directory / DATABASE}?mode=ro", uri=True)
+        try:
+            row = db.execute(
+                "SELECT run_id, notebook, status, started, ended, params, versions, resumes, "
+                "counts FROM run"
+            ).fetchone()
+            chunks = db.execute("SELECT seq, file, checksum, entries FROM chunks ORDER BY seq")
+            self._chunks: dict[int, tuple[str, str]] = {}
+            # uuid -> (chunk, position, status); a later chunk supersedes an earlier one
+            self.index: dict[str, tuple[int, int, str]] = {}
+            for seq, name, checksum, entries in chunks:
+                self._chunks[seq] = (name, checksum)
+                for position, (uuid, status) in enumerate(pickle.loads(entries)):
+                    self.index[uuid] = (seq, position, status)
+        finally:
+            db.close()
+        if row is None:
+            raise PipelineError(f"the stored run in {directory} has no run record")
+        self.run_id = row[0]
+        self.notebook = row[1]
+        self.status = row[2]
+        self.started, self.ended = row[3], row[4]
+        self.params: dict[str, Any] = json.loads(row[5] or "{}")
+        self.versions: dict[str, str] = json.loads(row[6] or "{}")
+        self.resumes = int(row[7] or 0)
+        self._loaded: dict[int, list[Any] | None] = {}
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for _, _, status in self.index.values():
+            counts[status] = counts.get(status, 0) + 1
+        return {k: v for k, v in counts.items() if v}
+
+    def completed_blocks(self) -> set[str]:
+        return {
+            uuid.split(":", 1)[0]
+            for uuid, (_, _, status) in self.index.items()
+            if status == COMPLETED
+        }
+
+    def changed_blocks(self, versions: Mapping[str, str]) -> list[str]:
+        """Blocks whose stored results were computed from other code (theirs or upstream)."""
+        return sorted(
+            name
+            for name in self.completed_blocks()
+            if self.versions.get(name) != versions.get(name)
+        )
+
+    # -- restoring ---------------------------------------------------------------------------
+    def get(self, uuid: str) -> Restored | None:
+        found = self.index.get(uuid)
+        if found is None or found[2] != COMPLETED:
+            return None
+        seq, position, _ = found
+        entries = self._chunk(seq)
+        if entries is None:
+            return None
+        _, _, attempts, started, ended, _, payload = entries[position]
+        kind = payload[0]
+        if kind == "value":
+            return Restored(attempts, started, ended, payload[1])
+        if kind == "fanout":
+            return Restored(attempts, started, ended, payload[2], fanout=payload[1])
+        if kind == "parquet":
+            value = self._read_parquet(uuid, *payload[1:])
+            return None if value is None else Restored(attempts, started, ended, value)
+        self.warnings.append(f"the output of {uuid!r} was not stored ({payload[1]}): it runs again")
+        return None
+
+    def _chunk(self, seq: int) -> list[Any] | None:
+        if seq in self._loaded:
+            return self._loaded[seq]
+        name, checksum = self._chunks[seq]
+        entries: list[Any] | None = None
+        try:
+            data = (self.directory / OUTPUTS / name).read_bytes()
+        except OSError:
+            self.warnings.append(f"stored outputs {name} are missing: their instances run again")
+        else:
+            if _checksum(data) != checksum:
+                self.warnings.append(
+                    f"stored outputs {name} are corrupt (checksum mismatch): "
+                    "their instances run again"
+                )
+            else:
+                entries = pickle.loads(data)
+        self._loaded[seq] = entries
+        return entries
+
+    def _read_parquet(self, uuid: str, name: str, checksum: str, kind: str) -> Any:
+        import io
+
+        path = self.directory / OUTPUTS / name
+        try:
+            data = path.read_bytes()
+        except OSError:
+            self.warnings.append(
+                f"the stored output of {uuid!r} ({name}) is missing: it runs again"
+            )
+            return None
+        if _checksum(data) != checksum:
+            self.warnings.append(
+                f"the stored output of {uuid!r} ({name}) is corrupt (checksum mismatch): "
+                "it runs again"
+            )
+            return None
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(data))
+        return table.to_pandas() if kind == "pandas" else table
+
+    def summary(self) -> RunSummary:
+        return RunSummary(
+            self.run_id,
+            self.notebook,
+            self.status,
+            self.started,
+            self.ended,
+            self.counts(),
+            self.resumes,
+            self.directory,
+        )
+
+
+def list_runs(runs_dir: Path) -> Iterator[RunSummary]:
+    """Every stored run under ``runs_dir``, oldest first (unreadable ones are skipped)."""
+    if not runs_dir.is_dir():
+        return
+    found = []
+    for directory in runs_dir.iterdir():
+        if (directory / DATABASE).is_file():
+            try:
+                found.append(StoredRun(directory).summary())
+            except (PipelineError, sqlite3.Error) as exc:
+                print(f"mage-nb: skipping {directory}: {exc}", file=sys.stderr)
+    yield from sorted(found, key=lambda s: (s.started or 0, s.run_id))
