@@ -18,6 +18,17 @@ def executor(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=["sync", "threads", "processes", "dask"])
+def any_executor(request: pytest.FixtureRequest) -> Any:
+    """Conformance tests run on every executor: inline, threads, worker processes and the
+    session's real Dask cluster (a ``DaskExecutor`` on it; ``run_cells`` closes it)."""
+    if request.param == "dask":
+        from mage_nb.engine import DaskExecutor
+
+        return DaskExecutor(request.getfixturevalue("cluster").address)
+    return str(request.param)
+
+
 @pytest.fixture
 def root() -> Path:
     return ROOT

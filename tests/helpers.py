@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import builtins
 import functools
 from collections.abc import Iterable, Mapping
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import pytest
 
 from mage_nb.engine import Pipeline, PipelineRun, Run, SyncExecutor, ThreadExecutor, parse_header
 from mage_nb.engine.executors import Executor, ProcessExecutor
@@ -34,6 +36,23 @@ def run_cells(
     listeners: Iterable[Any] = (),
 ) -> PipelineRun:
     """Run block cells with the given executor ("sync", "threads", "processes" or one)."""
+    run, chosen = build_run(
+        *cells, executor=executor, namespace=namespace, params=params, listeners=listeners
+    )
+    try:
+        return run.execute()
+    finally:
+        chosen.close()
+
+
+def build_run(
+    *cells: str,
+    executor: Executor | str = "sync",
+    namespace: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    listeners: Iterable[Any] = (),
+) -> tuple[Run, Executor]:
+    """``run_cells`` before it runs: the ``Run`` and its executor (the caller closes it)."""
     ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__"}
     ns.update(namespace or {})
     if executor == "sync":
@@ -46,7 +65,7 @@ def run_cells(
         assert not isinstance(executor, str)
         chosen = executor
     try:
-        return Run(
+        run = Run(
             Pipeline(specs_from_cells(cells)),
             ns,
             executor=chosen,
@@ -54,9 +73,11 @@ def run_cells(
             listeners=list(listeners),
             # what a worker process starts from: this namespace, shipped by value
             setup=functools.partial(dict, ns),
-        ).execute()
-    finally:
+        )
+    except BaseException:
         chosen.close()
+        raise
+    return run, chosen
 
 
 def write_notebook(path: Path, cells: Iterable[str | tuple[str, list[str]]]) -> Path:
@@ -82,3 +103,59 @@ def outputs(run: PipelineRun, block: str) -> dict[str, Any]:
 
 def statuses(run: PipelineRun, block: str | None = None) -> dict[str, str]:
     return {r.uuid: r.status for r in run.instances(block)}
+
+
+def on_executors(*executors: Any) -> pytest.MarkDecorator:
+    """Run a test on these executors of the ``any_executor`` fixture only (names, or
+    ``pytest.param(name, marks=...)``)."""
+    return pytest.mark.parametrize("any_executor", executors, indirect=True)
+
+
+def notebook_code(source: str, **names: Any) -> dict[str, Any]:
+    """What a notebook's plain cells would define: ``source`` run as ``__main__`` code, so its
+    functions and classes travel to worker processes and Dask workers by value."""
+    namespace: dict[str, Any] = {"__name__": "__main__", **names}
+    exec(source, namespace)
+    namespace.pop("__builtins__", None)
+    return namespace
+
+
+_NOTE = """
+def note(*values):
+    with open(LOG, "a") as log:
+        log.write(repr(values) + "\\n")
+"""
+
+
+def note_to(path: Path) -> dict[str, Any]:
+    """A namespace with ``note(*values)``: a block body appends one line to ``path`` (one
+    write in append mode: lines from concurrent processes do not mix). Side effects a test can
+    count wherever the body ran; ``notes(path)`` reads them back."""
+    return notebook_code(_NOTE, LOG=str(path))
+
+
+def notes(path: Path) -> list[tuple[Any, ...]]:
+    """What the bodies noted in ``path``, one tuple per ``note`` call, in file order."""
+    if not path.exists():
+        return []
+    return [ast.literal_eval(line) for line in path.read_text().splitlines()]
+
+
+#: ``wait_for(path, seconds)`` for block bodies: wait until the file exists (another body, a
+#: listener or the test creates it); False if it did not appear in time.
+WAIT_FOR = notebook_code(
+    "def wait_for(path, seconds):\n"
+    "    import os, time\n"
+    "    end = time.monotonic() + seconds\n"
+    "    while not os.path.exists(path):\n"
+    "        if time.monotonic() > end:\n"
+    "            return False\n"
+    "        time.sleep(0.005)\n"
+    "    return True\n"
+)
+
+
+def wait_for(path: Path, seconds: float) -> bool:
+    """``wait_for`` in the test process."""
+    wait: Any = WAIT_FOR["wait_for"]
+    return bool(wait(str(path), seconds))

@@ -1,16 +1,28 @@
-"""Failure isolation, placeholders, reduce policies, retries and timeouts (SPEC §2.6, §3.2, §8)."""
+"""Failure isolation, placeholders, reduce policies, retries and timeouts (SPEC §2.6, §3.2, §8).
+
+Every test runs on the synchronous, thread and process executors and on a real Dask cluster,
+unless it says why not. Bodies may run in other processes, so what they do is counted in a
+file (``note``), not in this process's memory.
+"""
 
 from __future__ import annotations
 
 import itertools
-import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import outputs, run_cells, statuses
+from helpers import WAIT_FOR, note_to, notes, on_executors, outputs, run_cells, statuses
 
 from mage_nb import RunListener
 from mage_nb.engine import BlockRun, PipelineRun
+
+
+@pytest.fixture
+def executor(any_executor: Any) -> Any:
+    """Failures, retries and reduce policies are the same on every executor."""
+    return any_executor
 
 
 def _error_line(run: PipelineRun, uuid: str) -> str:
@@ -20,7 +32,7 @@ def _error_line(run: PipelineRun, uuid: str) -> str:
 
 
 # -- one failure fails only its descendants -----------------------------------------------------
-def test_one_failing_item_fails_only_its_own_descendants(executor: str) -> None:
+def test_one_failing_item_fails_only_its_own_descendants(executor: Any) -> None:
     run = run_cells(
         "%%loader unrelated\n'static branch'",
         "%%block loader items --dynamic\n[1, 2, 3]",
@@ -56,26 +68,33 @@ def test_one_failing_item_fails_only_its_own_descendants(executor: str) -> None:
 
 
 class _SignalOnUpstreamFailed(RunListener):
-    def __init__(self, uuid: str) -> None:
+    """Creates the file ``flag`` when instance ``uuid`` is marked upstream_failed."""
+
+    def __init__(self, uuid: str, flag: Path) -> None:
         self.uuid = uuid
-        self.seen = threading.Event()
+        self.flag = flag
 
     def instance_finished(self, *, run: PipelineRun, instance: BlockRun) -> None:
         if instance.uuid == self.uuid and instance.status == "upstream_failed":
-            self.seen.set()
+            self.flag.touch()
 
 
-def test_descendants_of_a_failure_are_upstream_failed_while_siblings_still_run() -> None:
-    listener = _SignalOnUpstreamFailed("child:0")
+# Not on the sync executor: there risky:1 runs inline before risky:0's failure is handled.
+@on_executors("threads", "processes", "dask")
+def test_descendants_of_a_failure_are_upstream_failed_while_siblings_still_run(
+    executor: Any, tmp_path: Path
+) -> None:
+    flag = tmp_path / "child0_marked"
+    listener = _SignalOnUpstreamFailed("child:0", flag)
     run = run_cells(
         "%%block loader items --dynamic\n[0, 1]",
         "%%transformer risky\n"
         "if items == 0:\n    raise ValueError('zero')\n"
-        "assert seen.wait(5), 'child:0 was not marked while risky:1 ran'\n"
+        "assert wait_for(FLAG, 5), 'child:0 was not marked while risky:1 ran'\n"
         "items",
         "%%transformer child\nrisky",
-        namespace={"seen": listener.seen},
-        executor="threads",
+        namespace={**WAIT_FOR, "FLAG": str(flag)},
+        executor=executor,
         listeners=[listener],
     )
     assert statuses(run, "risky") == {"risky:0": "failed", "risky:1": "completed"}
@@ -83,7 +102,7 @@ def test_descendants_of_a_failure_are_upstream_failed_while_siblings_still_run()
 
 
 def test_upstream_failed_in_the_record_has_zero_attempts_and_names_the_cause(
-    executor: str,
+    executor: Any,
 ) -> None:
     run = run_cells(
         "%%block loader items --dynamic\n[[1, 2], [{'block_uuid': 'ok'}, {'block_uuid': 'bad'}]]",
@@ -104,7 +123,7 @@ def test_upstream_failed_in_the_record_has_zero_attempts_and_names_the_cause(
     assert run.to_record()["status"] == "failed"
 
 
-def test_error_traceback_contains_the_blocks_line(executor: str) -> None:
+def test_error_traceback_contains_the_blocks_line(executor: Any) -> None:
     run = run_cells(
         "%%block loader items --dynamic\n[1, 2]",
         "%%transformer risky\nfactor = 3\nvalue = items * factor\n"
@@ -120,7 +139,7 @@ def test_error_traceback_contains_the_blocks_line(executor: str) -> None:
 
 
 # -- a failed dynamic instance: placeholders ----------------------------------------------------
-def test_failed_dynamic_instance_gives_one_placeholder_per_block_below(executor: str) -> None:
+def test_failed_dynamic_instance_gives_one_placeholder_per_block_below(executor: Any) -> None:
     run = run_cells(
         "%%block loader outer --dynamic\n[['p', 'q'], [{'block_uuid': 'P'}, {'block_uuid': 'Q'}]]",
         "%%block transformer inner --dynamic\n"
@@ -145,7 +164,7 @@ def test_failed_dynamic_instance_gives_one_placeholder_per_block_below(executor:
 
 
 def test_failed_top_level_dynamic_block_gives_placeholders_named_after_the_blocks(
-    executor: str,
+    executor: Any,
 ) -> None:
     run = run_cells(
         "%%block loader items --dynamic\n{'a dict': 'cannot fan out'}",
@@ -166,7 +185,7 @@ def test_failed_top_level_dynamic_block_gives_placeholders_named_after_the_block
 
 
 def test_reduce_below_a_failed_dynamic_instance_makes_its_consumer_upstream_failed(
-    executor: str,
+    executor: Any,
 ) -> None:
     run = run_cells(
         "%%block loader outer --dynamic\n[1, 2]",
@@ -190,7 +209,7 @@ def test_reduce_below_a_failed_dynamic_instance_makes_its_consumer_upstream_fail
 
 # -- reduce policies ----------------------------------------------------------------------------
 def test_reduce_over_a_group_with_a_failure_makes_the_consumer_upstream_failed(
-    executor: str,
+    executor: Any,
 ) -> None:
     run = run_cells(
         "%%block loader items --dynamic\n[1, 2, 3]",
@@ -212,7 +231,7 @@ def test_reduce_over_a_group_with_a_failure_makes_the_consumer_upstream_failed(
     assert run.status == "failed"
 
 
-def test_partial_reduce_runs_on_the_successful_outputs(executor: str) -> None:
+def test_partial_reduce_runs_on_the_successful_outputs(executor: Any) -> None:
     run = run_cells(
         "%%block loader items --dynamic\n[1, 2, 3, 4]",
         "%%transformer risky\nif items % 2 == 0:\n    raise ValueError('even')\nitems * 10",
@@ -227,7 +246,7 @@ def test_partial_reduce_runs_on_the_successful_outputs(executor: str) -> None:
     assert run.status == "failed"  # the failed instances still fail the run
 
 
-def test_partial_reduce_lists_failed_reducing_instances_too(executor: str) -> None:
+def test_partial_reduce_lists_failed_reducing_instances_too(executor: Any) -> None:
     run = run_cells(
         "%%block loader items --dynamic\n[1, 2, 3]",
         "%%transformer collect --reduce --reduce-policy partial\n"
@@ -245,7 +264,7 @@ def test_partial_reduce_lists_failed_reducing_instances_too(executor: str) -> No
     }
 
 
-def test_partial_reduce_with_every_instance_failing_passes_an_empty_list(executor: str) -> None:
+def test_partial_reduce_with_every_instance_failing_passes_an_empty_list(executor: Any) -> None:
     run = run_cells(
         "%%block loader items --dynamic\n[1, 2]",
         "%%transformer risky\nraise ValueError('always')",
@@ -257,7 +276,7 @@ def test_partial_reduce_with_every_instance_failing_passes_an_empty_list(executo
     assert outputs(run, "consumer") == {"consumer": (0, [], ["collect:0", "collect:1"])}
 
 
-def test_partial_reduce_over_a_fanout_that_was_never_produced(executor: str) -> None:
+def test_partial_reduce_over_a_fanout_that_was_never_produced(executor: Any) -> None:
     run = run_cells(
         "%%block loader outer --dynamic\n[1, 2]",
         "%%block transformer inner --dynamic\n"
@@ -276,7 +295,7 @@ def test_partial_reduce_over_a_fanout_that_was_never_produced(executor: str) -> 
     assert run.status == "failed"
 
 
-def test_partial_reduce_at_top_level_over_a_failed_dynamic_block(executor: str) -> None:
+def test_partial_reduce_at_top_level_over_a_failed_dynamic_block(executor: Any) -> None:
     run = run_cells(
         "%%block loader items --dynamic\nraise RuntimeError('source down')",
         "%%transformer child\nitems",
@@ -294,51 +313,53 @@ def test_partial_reduce_at_top_level_over_a_failed_dynamic_block(executor: str) 
 
 
 # -- retries ------------------------------------------------------------------------------------
-def test_flaky_instance_completes_on_its_third_attempt(executor: str) -> None:
-    seen: list[tuple[int, int]] = []
+def test_flaky_instance_completes_on_its_third_attempt(executor: Any, tmp_path: Path) -> None:
+    log = tmp_path / "attempts"
     run = run_cells(
         "%%block loader items --dynamic\n[1, 2, 3]",
         "%%transformer flaky --retries 2\n"
-        "seen.append((items, context.attempt))\n"
+        "note(items, context.attempt)\n"
         "if items == 2 and context.attempt < 3:\n"
         "    raise ConnectionError(f'try {context.attempt}')\n"
         "(items, context.attempt)",
         "%%transformer after\nflaky",
-        namespace={"seen": seen},
+        namespace=note_to(log),
         executor=executor,
     )
     assert run.status == "completed"
     assert outputs(run, "flaky") == {"flaky:0": (1, 1), "flaky:1": (2, 3), "flaky:2": (3, 1)}
     assert [run.block_runs[f"flaky:{i}"].attempts for i in range(3)] == [1, 3, 1]
-    assert sorted(a for item, a in seen if item == 2) == [1, 2, 3]
+    assert sorted(notes(log)) == [(1, 1), (2, 1), (2, 2), (2, 3), (3, 1)]
     assert run.block_runs["flaky:1"].error is None
     assert run.to_record()["block_runs"][2]["attempts"] == 3
     assert statuses(run, "after") == {f"after:{i}": "completed" for i in range(3)}
 
 
-def test_always_failing_instance_ends_failed_after_all_attempts(executor: str) -> None:
-    seen: list[int] = []
+def test_always_failing_instance_ends_failed_after_all_attempts(
+    executor: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "attempts"
     run = run_cells(
         "%%block loader items --dynamic\n[1, 2]",
         "%%transformer doomed --retries 2\n"
-        "seen.append(context.attempt) if items == 2 else None\n"
+        "note(items, context.attempt)\n"
         "if items == 2:\n    raise ConnectionError(f'attempt {context.attempt}')\n"
         "items",
         "%%transformer after\ndoomed",
-        namespace={"seen": seen},
+        namespace=note_to(log),
         executor=executor,
     )
     assert statuses(run, "doomed") == {"doomed:0": "completed", "doomed:1": "failed"}
     assert run.block_runs["doomed:1"].attempts == 3
     assert run.block_runs["doomed:0"].attempts == 1
-    assert sorted(seen) == [1, 2, 3]
+    assert sorted(notes(log)) == [(1, 1), (2, 1), (2, 2), (2, 3)]
     assert _error_line(run, "doomed:1") == "ConnectionError: attempt 3"
     assert run.block_runs["after:1"].status == "upstream_failed"
     assert run.block_runs["after:1"].attempts == 0
     assert run.status == "failed"
 
 
-def test_upstream_failed_instances_are_not_retried(executor: str) -> None:
+def test_upstream_failed_instances_are_not_retried(executor: Any) -> None:
     run = run_cells(
         "%%block loader items --dynamic\n[1, 2]",
         "%%transformer risky\nif items == 2:\n    raise ValueError('x')\nitems",
@@ -349,47 +370,80 @@ def test_upstream_failed_instances_are_not_retried(executor: str) -> None:
     assert run.block_runs["patient:1"].attempts == 0
 
 
-def test_retry_delay_waits_between_attempts(executor: str) -> None:
-    stamps: list[float] = []
+def test_retry_delay_waits_between_attempts(executor: Any, tmp_path: Path) -> None:
+    log = tmp_path / "stamps"
     delay = 0.3
     start = time.monotonic()
     run = run_cells(
         "%%block loader items --dynamic\n[1]",
         f"%%transformer flaky --retries 2 --retry-delay {delay}\n"
-        "stamps.append(monotonic())\n"
+        "import time\n"
+        "note(context.attempt, time.monotonic())\n"  # one clock for every process here
         "if context.attempt < 3:\n    raise ConnectionError('later')\n"
         "items",
-        namespace={"stamps": stamps, "monotonic": time.monotonic},
+        namespace=note_to(log),
         executor=executor,
     )
     elapsed = time.monotonic() - start
     assert run.block_runs["flaky:0"].status == "completed"
     assert run.block_runs["flaky:0"].attempts == 3
-    assert len(stamps) == 3
+    stamps = [stamp for _, stamp in sorted(notes(log))]
+    assert [attempt for attempt, _ in sorted(notes(log))] == [1, 2, 3]
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert all(gap >= delay * 0.95 for gap in gaps), gaps
     assert elapsed >= 2 * delay * 0.95
 
 
-# -- timeouts (a thread executor can abandon a stuck body) ---------------------------------------
-def test_timeout_fails_a_slow_instance_while_its_siblings_complete() -> None:
-    release = threading.Event()
+# -- timeouts ----------------------------------------------------------------------------------
+REMOTE_TIMEOUT_IGNORED = pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: --timeout is never enforced for instances sent to a remote executor "
+    "(processes, Dask): no deadline is armed for remote batches, so a stuck instance just "
+    "completes when its body returns",
+)
+# Not on the sync executor: it runs a body inline and cannot abandon it when it overruns.
+TIMEOUT_EXECUTORS = on_executors(
+    "threads",
+    pytest.param("processes", marks=REMOTE_TIMEOUT_IGNORED),
+    pytest.param("dask", marks=REMOTE_TIMEOUT_IGNORED),
+)
+
+
+def _stuck(executor: Any, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """Names for a body that gets stuck: ``wait_for(RELEASE, STUCK)``, and the file that frees it.
+
+    On threads a stuck body waits (up to 5 s) for the test to free it once the run is over, so
+    the run's duration shows it was abandoned. A worker process or a Dask worker cannot give
+    up a call the same way, so there the body returns by itself after 0.6 s (3-4 × --timeout).
+    """
+    release = tmp_path / "release"
+    seconds = 5.0 if executor == "threads" else 0.6
+    return {**WAIT_FOR, "RELEASE": str(release), "STUCK": seconds}, release
+
+
+@TIMEOUT_EXECUTORS
+def test_timeout_fails_a_slow_instance_while_its_siblings_complete(
+    executor: Any, tmp_path: Path
+) -> None:
+    names, release = _stuck(executor, tmp_path)
     start = time.monotonic()
     try:
         run = run_cells(
             "%%block loader items --dynamic\n[0.0, 5.0, 0.01, 0.02]",
             "%%transformer slow --timeout 0.2\n"
-            "if items > 1:\n    release.wait(items)\n"
-            "else:\n    sleep(items)\n"
+            "import time\n"
+            "if items > 1:\n    wait_for(RELEASE, STUCK)\n"
+            "else:\n    time.sleep(items)\n"
             "items",
             "%%transformer after\nslow",
-            namespace={"release": release, "sleep": time.sleep},
-            executor="threads",
+            namespace=names,
+            executor=executor,
         )
         elapsed = time.monotonic() - start
     finally:
-        release.set()  # free the abandoned worker
-    assert elapsed < 2.5
+        release.touch()  # free the abandoned worker
+    if executor == "threads":
+        assert elapsed < 2.5  # the stuck thread was abandoned, not waited for
     assert statuses(run, "slow") == {
         "slow:0": "completed",
         "slow:1": "failed",
@@ -404,59 +458,67 @@ def test_timeout_fails_a_slow_instance_while_its_siblings_complete() -> None:
     assert run.status == "failed"
 
 
-def test_timed_out_instance_is_retried() -> None:
-    release = threading.Event()
+@TIMEOUT_EXECUTORS
+def test_timed_out_instance_is_retried(executor: Any, tmp_path: Path) -> None:
+    names, release = _stuck(executor, tmp_path)
     start = time.monotonic()
     try:
         run = run_cells(
             "%%block loader items --dynamic\n[1, 2]",
             "%%transformer slow --timeout 0.2 --retries 2\n"
-            "if items == 2 and context.attempt == 1:\n    release.wait(5)\n"
+            "if items == 2 and context.attempt == 1:\n    wait_for(RELEASE, STUCK)\n"
             "(items, context.attempt)",
-            namespace={"release": release},
-            executor="threads",
+            namespace=names,
+            executor=executor,
         )
         elapsed = time.monotonic() - start
     finally:
-        release.set()
-    assert elapsed < 2.5
+        release.touch()
+    if executor == "threads":
+        assert elapsed < 2.5
     assert outputs(run, "slow") == {"slow:0": (1, 1), "slow:1": (2, 2)}
     assert run.block_runs["slow:1"].attempts == 2
     assert run.status == "completed"
 
 
-def test_instance_that_times_out_on_every_attempt_fails_with_timeout_error() -> None:
-    release = threading.Event()
+@TIMEOUT_EXECUTORS
+def test_instance_that_times_out_on_every_attempt_fails_with_timeout_error(
+    executor: Any, tmp_path: Path
+) -> None:
+    names, release = _stuck(executor, tmp_path)
     try:
         run = run_cells(
             "%%block loader items --dynamic\n[1, 2]",
             "%%transformer slow --timeout 0.15 --retries 1\n"
-            "if items == 2:\n    release.wait(5)\n"
+            "if items == 2:\n    wait_for(RELEASE, STUCK)\n"
             "items",
-            namespace={"release": release},
-            executor="threads",
+            namespace=names,
+            executor=executor,
         )
     finally:
-        release.set()
+        release.touch()
     assert statuses(run, "slow") == {"slow:0": "completed", "slow:1": "failed"}
     assert run.block_runs["slow:1"].attempts == 2
     assert _error_line(run, "slow:1").startswith("TimeoutError")
 
 
+@TIMEOUT_EXECUTORS
 @pytest.mark.parametrize("policy", ["all", "partial"])
-def test_timed_out_instance_counts_as_failed_in_a_reduce(policy: str) -> None:
-    release = threading.Event()
+def test_timed_out_instance_counts_as_failed_in_a_reduce(
+    policy: str, executor: Any, tmp_path: Path
+) -> None:
+    names, release = _stuck(executor, tmp_path)
     try:
         run = run_cells(
             "%%block loader items --dynamic\n[1, 2, 3]",
-            "%%transformer slow --timeout 0.2\nif items == 2:\n    release.wait(5)\nitems",
+            "%%transformer slow --timeout 0.2\nif items == 2:\n    wait_for(RELEASE, STUCK)\nitems",
             f"%%transformer collect --reduce --reduce-policy {policy}\nslow",
             "%%transformer consumer\n(collect, context.failed)",
-            namespace={"release": release},
-            executor="threads",
+            namespace=names,
+            executor=executor,
         )
     finally:
-        release.set()
+        release.touch()
     consumer = run.block_runs["consumer"]
     if policy == "all":
         assert consumer.status == "upstream_failed"

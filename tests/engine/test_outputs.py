@@ -1,4 +1,8 @@
-"""What a dynamic block may output, and how it fans out (SPEC §2.1, §8)."""
+"""What a dynamic block may output, and how it fans out (SPEC §2.1, §8).
+
+Every test runs on the synchronous, thread and process executors and on a real Dask cluster:
+the items and their children's outputs must not depend on where the instances run.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,16 @@ from helpers import outputs, run_cells, statuses
 import mage_nb
 
 
-@pytest.fixture(params=["sync", "threads", "processes"])
-def executor(request: pytest.FixtureRequest) -> str:
-    """The same answers on every executor, worker processes included."""
-    return str(request.param)
+@pytest.fixture
+def executor(any_executor: Any) -> Any:
+    """Output forms fan out the same on every executor."""
+    return any_executor
 
 
 CHILD = "%%transformer child\n(src, context.uuid, dict(context.metadata))"
 
 
-def fan(body: str, executor: str = "sync", **kwargs: Any) -> mage_nb.PipelineRun:
+def fan(body: str, executor: Any = "sync", **kwargs: Any) -> mage_nb.PipelineRun:
     """Run a dynamic block ``src`` with ``body`` and one child that echoes its item."""
     return run_cells(f"%%loader src --dynamic\n{body}", CHILD, executor=executor, **kwargs)
 
@@ -37,7 +41,7 @@ def children(run: mage_nb.PipelineRun) -> list[tuple[Any, str, dict[str, Any]]]:
 # -- explicit forms ----------------------------------------------------------------------------
 
 
-def test_fanout_object_gives_items_and_metadata(executor: str) -> None:
+def test_fanout_object_gives_items_and_metadata(executor: Any) -> None:
     run = fan(
         "import mage_nb\nmage_nb.Fanout(['x', 'y'], [{'block_uuid': 'first', 'k': 1}, {'k': 2}])",
         executor,
@@ -45,13 +49,13 @@ def test_fanout_object_gives_items_and_metadata(executor: str) -> None:
     assert children(run) == [("x", "child:first", {"k": 1}), ("y", "child:1", {"k": 2})]
 
 
-def test_fanout_object_without_metadata_gives_plain_items() -> None:
-    run = fan("import mage_nb\nmage_nb.Fanout(('x', 'y'))")
+def test_fanout_object_without_metadata_gives_plain_items(executor: Any) -> None:
+    run = fan("import mage_nb\nmage_nb.Fanout(('x', 'y'))", executor)
     assert children(run) == [("x", "child:0", {}), ("y", "child:1", {})]
 
 
-def test_fanout_is_importable_from_mage_nb_without_the_engine() -> None:
-    run = fan("from mage_nb import Fanout\nFanout(range(2))")
+def test_fanout_is_importable_from_mage_nb_without_the_engine(executor: Any) -> None:
+    run = fan("from mage_nb import Fanout\nFanout(range(2))", executor)
     assert items(run) == [0, 1]
 
 
@@ -64,18 +68,18 @@ def test_fanout_is_importable_from_mage_nb_without_the_engine() -> None:
         "(('x', 'y'), ({'k': 1}, {'k': 2}))",
     ],
 )
-def test_items_and_metadata_pair_in_lists_or_tuples(body: str, executor: str) -> None:
+def test_items_and_metadata_pair_in_lists_or_tuples(body: str, executor: Any) -> None:
     run = fan(body, executor)
     assert children(run) == [("x", "child:0", {"k": 1}), ("y", "child:1", {"k": 2})]
 
 
-def test_items_and_metadata_pair_names_items_by_block_uuid() -> None:
-    run = fan("[[1, 2], [{'block_uuid': 'for_user_1'}, {'block_uuid': 'for_user_2'}]]")
+def test_items_and_metadata_pair_names_items_by_block_uuid(executor: Any) -> None:
+    run = fan("[[1, 2], [{'block_uuid': 'for_user_1'}, {'block_uuid': 'for_user_2'}]]", executor)
     assert [uuid for _, uuid, _ in children(run)] == ["child:for_user_1", "child:for_user_2"]
     assert [meta for _, _, meta in children(run)] == [{}, {}]
 
 
-def test_empty_items_and_metadata_pair_is_zero_items(executor: str) -> None:
+def test_empty_items_and_metadata_pair_is_zero_items(executor: Any) -> None:
     run = run_cells(
         "%%loader src --dynamic\n[[], []]",
         CHILD,
@@ -89,12 +93,12 @@ def test_empty_items_and_metadata_pair_is_zero_items(executor: str) -> None:
     assert run.block_runs["src"].output == []
 
 
-def test_two_lists_whose_second_is_not_metadata_are_two_items() -> None:
-    assert items(fan("[[1, 2], [3, 4]]")) == [[1, 2], [3, 4]]
+def test_two_lists_whose_second_is_not_metadata_are_two_items(executor: Any) -> None:
+    assert items(fan("[[1, 2], [3, 4]]", executor)) == [[1, 2], [3, 4]]
 
 
-def test_two_lists_of_different_lengths_are_two_items() -> None:
-    assert items(fan("[[1, 2, 3], [{'k': 1}]]")) == [[1, 2, 3], [{"k": 1}]]
+def test_two_lists_of_different_lengths_are_two_items(executor: Any) -> None:
+    assert items(fan("[[1, 2, 3], [{'k': 1}]]", executor)) == [[1, 2, 3], [{"k": 1}]]
 
 
 # -- sequences and iterables -------------------------------------------------------------------
@@ -113,70 +117,70 @@ def test_two_lists_of_different_lengths_are_two_items() -> None:
     ],
 )
 def test_list_tuple_and_range_elements_are_the_items(
-    body: str, expected: list[Any], executor: str
+    body: str, expected: list[Any], executor: Any
 ) -> None:
     run = fan(body, executor)
     assert items(run) == expected
     assert [uuid for _, uuid, _ in children(run)] == [f"child:{i}" for i in range(len(expected))]
 
 
-def test_plain_list_items_have_no_metadata() -> None:
-    assert [meta for _, _, meta in children(fan("['a', 'b']"))] == [{}, {}]
+def test_plain_list_items_have_no_metadata(executor: Any) -> None:
+    assert [meta for _, _, meta in children(fan("['a', 'b']", executor))] == [{}, {}]
 
 
-def test_set_gives_its_items_in_iteration_order() -> None:
+def test_set_gives_its_items_in_iteration_order(executor: Any) -> None:
     value = {"pear", "apple", "fig", "kiwi"}
-    run = fan("fruit", namespace={"fruit": value})
+    run = fan("fruit", executor, namespace={"fruit": value})
     assert items(run) == list(value)
 
 
-def test_numpy_array_gives_one_item_per_element() -> None:
-    run = fan("import numpy as np\nnp.array([10, 20, 30])")
+def test_numpy_array_gives_one_item_per_element(executor: Any) -> None:
+    run = fan("import numpy as np\nnp.array([10, 20, 30])", executor)
     assert [int(v) for v in items(run)] == [10, 20, 30]
 
 
-def test_pandas_series_gives_its_values() -> None:
-    run = fan("import pandas as pd\npd.Series([5, 6], index=['a', 'b'])")
+def test_pandas_series_gives_its_values(executor: Any) -> None:
+    run = fan("import pandas as pd\npd.Series([5, 6], index=['a', 'b'])", executor)
     assert [int(v) for v in items(run)] == [5, 6]
 
 
-def test_pandas_dataframe_gives_one_dict_per_row(executor: str) -> None:
+def test_pandas_dataframe_gives_one_dict_per_row(executor: Any) -> None:
     run = fan("import pandas as pd\npd.DataFrame({'id': [1, 2], 'name': ['ann', 'bob']})", executor)
     assert items(run) == [{"id": 1, "name": "ann"}, {"id": 2, "name": "bob"}]
 
 
-def test_empty_dataframe_is_zero_items() -> None:
-    run = fan("import pandas as pd\npd.DataFrame({'id': []})")
+def test_empty_dataframe_is_zero_items(executor: Any) -> None:
+    run = fan("import pandas as pd\npd.DataFrame({'id': []})", executor)
     assert run.status == "completed"
     assert list(run.instances("child")) == []
 
 
-def test_pyarrow_table_gives_one_dict_per_row() -> None:
-    run = fan("import pyarrow as pa\npa.table({'id': [1, 2], 'name': ['ann', 'bob']})")
+def test_pyarrow_table_gives_one_dict_per_row(executor: Any) -> None:
+    run = fan("import pyarrow as pa\npa.table({'id': [1, 2], 'name': ['ann', 'bob']})", executor)
     assert items(run) == [{"id": 1, "name": "ann"}, {"id": 2, "name": "bob"}]
 
 
-def test_polars_dataframe_gives_one_dict_per_row() -> None:
+def test_polars_dataframe_gives_one_dict_per_row(executor: Any) -> None:
     pytest.importorskip("polars")
-    run = fan("import polars as pl\npl.DataFrame({'id': [1, 2], 'name': ['ann', 'bob']})")
+    run = fan("import polars as pl\npl.DataFrame({'id': [1, 2], 'name': ['ann', 'bob']})", executor)
     assert items(run) == [{"id": 1, "name": "ann"}, {"id": 2, "name": "bob"}]
 
 
-def test_generator_items_fan_out(executor: str) -> None:
+def test_generator_items_fan_out(executor: Any) -> None:
     run = fan("def gen():\n    for i in range(3):\n        yield i * 10\ngen()", executor)
     assert items(run) == [0, 10, 20]
 
 
-def test_generator_expression_items_fan_out() -> None:
-    assert items(fan("(c for c in 'abc')")) == ["a", "b", "c"]
+def test_generator_expression_items_fan_out(executor: Any) -> None:
+    assert items(fan("(c for c in 'abc')", executor)) == ["a", "b", "c"]
 
 
-def test_iterator_items_fan_out() -> None:
-    assert items(fan("iter([4, 5])")) == [4, 5]
-    assert items(fan("map(str, [1, 2])")) == ["1", "2"]
+def test_iterator_items_fan_out(executor: Any) -> None:
+    assert items(fan("iter([4, 5])", executor)) == [4, 5]
+    assert items(fan("map(str, [1, 2])", executor)) == ["1", "2"]
 
 
-def test_yielded_item_carries_its_name_and_metadata(executor: str) -> None:
+def test_yielded_item_carries_its_name_and_metadata(executor: Any) -> None:
     body = (
         "import mage_nb\n"
         "def gen():\n"
@@ -193,8 +197,8 @@ def test_yielded_item_carries_its_name_and_metadata(executor: str) -> None:
     ]
 
 
-def test_empty_generator_is_zero_items() -> None:
-    run = fan("def gen():\n    yield from ()\ngen()")
+def test_empty_generator_is_zero_items(executor: Any) -> None:
+    run = fan("def gen():\n    yield from ()\ngen()", executor)
     assert run.status == "completed"
     assert list(run.instances("child")) == []
 
@@ -206,8 +210,8 @@ def test_item_is_a_value_with_optional_uuid_and_metadata() -> None:
     assert (named.value, named.uuid, named.metadata) == ("v", "u", {"k": 1})
 
 
-def test_dynamic_block_output_is_the_list_of_its_item_values() -> None:
-    run = fan("(i for i in range(3))")
+def test_dynamic_block_output_is_the_list_of_its_item_values(executor: Any) -> None:
+    run = fan("(i for i in range(3))", executor)
     assert run.block_runs["src"].output == [0, 1, 2]
 
 
@@ -226,7 +230,7 @@ def test_dynamic_block_output_is_the_list_of_its_item_values() -> None:
     ],
 )
 def test_refused_form_fails_the_instance_naming_block_type_and_accepted_forms(
-    body: str, type_name: str, executor: str
+    body: str, type_name: str, executor: Any
 ) -> None:
     run = run_cells(
         f"%%loader src --dynamic\n{body}",
@@ -250,8 +254,8 @@ def test_refused_form_fails_the_instance_naming_block_type_and_accepted_forms(
     assert run.status == "failed"
 
 
-def test_fanout_of_a_non_iterable_is_refused() -> None:
-    run = fan("import mage_nb\nmage_nb.Fanout(5)")
+def test_fanout_of_a_non_iterable_is_refused(executor: Any) -> None:
+    run = fan("import mage_nb\nmage_nb.Fanout(5)", executor)
     assert run.block_runs["src"].status == "failed"
     message = run.block_runs["src"].error.message
     assert "'src'" in message
@@ -263,7 +267,7 @@ def test_fanout_of_a_non_iterable_is_refused() -> None:
 
 @pytest.mark.parametrize("body", ["[1, 2, 3, 4]", "iter([1, 2, 3, 4])"])
 def test_max_children_overflow_fails_naming_the_count_and_the_limit(
-    body: str, executor: str
+    body: str, executor: Any
 ) -> None:
     run = run_cells(
         f"%%loader src --dynamic --max-children 2\n{body}",
@@ -280,19 +284,22 @@ def test_max_children_overflow_fails_naming_the_count_and_the_limit(
     assert run.block_runs["other"].status == "completed"
 
 
-def test_max_children_overflow_of_a_list_names_the_exact_count() -> None:
-    run = run_cells("%%loader src --dynamic --max-children 2 --on-overflow fail\n[1, 2, 3, 4]")
+def test_max_children_overflow_of_a_list_names_the_exact_count(executor: Any) -> None:
+    run = run_cells(
+        "%%loader src --dynamic --max-children 2 --on-overflow fail\n[1, 2, 3, 4]",
+        executor=executor,
+    )
     assert "4 items" in run.block_runs["src"].error.message
 
 
-def test_max_children_at_the_limit_is_fine() -> None:
-    run = run_cells("%%loader src --dynamic --max-children 3\n[1, 2, 3]", CHILD)
+def test_max_children_at_the_limit_is_fine(executor: Any) -> None:
+    run = run_cells("%%loader src --dynamic --max-children 3\n[1, 2, 3]", CHILD, executor=executor)
     assert items(run) == [1, 2, 3]
     assert run.warnings == []
 
 
 @pytest.mark.parametrize("body", ["[1, 2, 3, 4]", "iter([1, 2, 3, 4])"])
-def test_max_children_truncate_runs_the_first_n_and_warns(body: str, executor: str) -> None:
+def test_max_children_truncate_runs_the_first_n_and_warns(body: str, executor: Any) -> None:
     run = run_cells(
         f"%%loader src --dynamic --max-children 2 --on-overflow truncate\n{body}",
         CHILD,

@@ -1,22 +1,45 @@
 """The execution model (SPEC §3.2, §3.1 cancellation, §4 scale): event-driven scheduling,
-determinism across executors, concurrency bounds, cancellation and listener events."""
+determinism across executors, concurrency bounds, cancellation and listener events.
+
+Tests run on the synchronous, thread and process executors and on a real Dask cluster where
+what they check does not depend on the executor; each one that does not says why. Bodies may
+run in other processes: they signal each other with files and note what they did in one.
+"""
 
 from __future__ import annotations
 
 import builtins
 import os
-import random
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import outputs, run_cells, specs_from_cells, statuses
+from helpers import (
+    WAIT_FOR,
+    build_run,
+    note_to,
+    notebook_code,
+    notes,
+    on_executors,
+    outputs,
+    run_cells,
+    specs_from_cells,
+    statuses,
+    wait_for,
+)
 
 from mage_nb import RunListener
-from mage_nb.engine import BlockRun, Pipeline, PipelineRun, Run, SyncExecutor, ThreadExecutor
+from mage_nb.engine import BlockRun, Pipeline, PipelineRun, Run, ThreadExecutor
 from mage_nb.engine.executors import default_workers
+
+
+@pytest.fixture
+def executor(any_executor: Any) -> Any:
+    """The execution model is the same on every executor."""
+    return any_executor
 
 
 def _namespace(**names: Any) -> dict[str, Any]:
@@ -76,23 +99,27 @@ class Peak:
 
 
 # -- event-driven, no level barrier ------------------------------------------------------------
-def test_grandchild_of_the_first_item_finishes_before_the_child_of_the_last_starts() -> None:
-    log: list[tuple[str, int, str]] = []
+def test_grandchild_of_the_first_item_finishes_before_the_child_of_the_last_starts(
+    executor: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "log"
     run = run_cells(
         "%%block loader items --dynamic\nlist(range(5))",
         "%%transformer child --max-concurrency 1\n"
-        "log.append(('child', items, 'start'))\n"
+        "note('child', items, 'start')\n"
         "sleep(0.05)\n"
-        "log.append(('child', items, 'end'))\n"
+        "note('child', items, 'end')\n"
         "items",
         "%%transformer grandchild\n"
-        "log.append(('grandchild', child, 'start'))\n"
-        "log.append(('grandchild', child, 'end'))\n"
+        "note('grandchild', child, 'start')\n"
+        "note('grandchild', child, 'end')\n"
         "child",
-        namespace={"log": log, "sleep": time.sleep},
-        executor="threads",
+        namespace={**note_to(path), "sleep": time.sleep},
+        executor=executor,
     )
     assert run.status == "completed"
+    log = notes(path)
+    assert len(log) == 20
     assert log.index(("grandchild", 0, "end")) < log.index(("child", 4, "start"))
     first_grandchild = run.block_runs["grandchild:0"]
     last_child = run.block_runs["child:4"]
@@ -101,59 +128,63 @@ def test_grandchild_of_the_first_item_finishes_before_the_child_of_the_last_star
     assert first_grandchild.ended <= last_child.started
 
 
-def test_slow_item_does_not_hold_back_the_descendants_of_fast_items() -> None:
-    release = threading.Event()
+# Not on the sync executor: there child:2 waits inline, before any grandchild can run.
+@on_executors("threads", "processes", "dask")
+def test_slow_item_does_not_hold_back_the_descendants_of_fast_items(
+    executor: Any, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
     run = run_cells(
         "%%block loader items --dynamic\n[0, 1, 2]",
         "%%transformer child\n"
-        "if items == 2:\n    assert release.wait(5), 'no grandchild ran while child:2 ran'\n"
+        "if items == 2:\n"
+        "    assert wait_for(RELEASE, 5), 'no grandchild ran while child:2 ran'\n"
         "items",
-        "%%transformer grandchild\nif child == 1:\n    release.set()\nchild",
-        namespace={"release": release},
-        executor="threads",
+        "%%transformer grandchild\nif child == 1:\n    open(RELEASE, 'w').close()\nchild",
+        namespace={**WAIT_FOR, "RELEASE": str(release)},
+        executor=executor,
     )
     # child:2 waits for grandchild:1: with a level barrier it would time out and fail.
     assert run.status == "completed"
     assert statuses(run, "child")["child:2"] == "completed"
 
 
-def test_reduce_over_an_empty_fanout_does_not_wait_for_unrelated_work() -> None:
-    consumer_ran = threading.Event()
+# Not on the sync executor: there one instance runs at a time, so one of them has to wait.
+@on_executors("threads", "processes", "dask")
+def test_reduce_over_an_empty_fanout_does_not_wait_for_unrelated_work(
+    executor: Any, tmp_path: Path
+) -> None:
+    ran = tmp_path / "consumer_ran"
     run = run_cells(
         "%%block loader nothing --dynamic\n[]",
         "%%transformer child\nnothing",
         "%%transformer collect --reduce\nchild",
-        "%%transformer consumer\nconsumer_ran.set()\ncollect",
-        "%%loader unrelated\nassert consumer_ran.wait(5), 'consumer waited for unrelated work'\n1",
-        namespace={"consumer_ran": consumer_ran},
-        executor="threads",
+        "%%transformer consumer\nopen(RAN, 'w').close()\ncollect",
+        "%%loader unrelated\nassert wait_for(RAN, 5), 'consumer waited for unrelated work'\n1",
+        namespace={**WAIT_FOR, "RAN": str(ran)},
+        executor=executor,
     )
     assert run.status == "completed"
     assert outputs(run, "consumer") == {"consumer": []}
 
 
-def test_cancel_during_a_retry_delay_does_not_wait_for_the_delay() -> None:
-    failed_once = threading.Event()
+def test_cancel_during_a_retry_delay_does_not_wait_for_the_delay(
+    executor: Any, tmp_path: Path
+) -> None:
+    failed_once = tmp_path / "failed_once"
     recorder = Recorder()
-    executor = ThreadExecutor(2)
-    run = Run(
-        Pipeline(
-            specs_from_cells(
-                [
-                    "%%block loader items --dynamic\n[1, 2]",
-                    "%%transformer flaky --retries 3 --retry-delay 30\n"
-                    "if items == 2:\n    failed_once.set()\n    raise ConnectionError('later')\n"
-                    "items",
-                ]
-            )
-        ),
-        _namespace(failed_once=failed_once),
+    run, chosen = build_run(
+        "%%block loader items --dynamic\n[1, 2]",
+        "%%transformer flaky --retries 3 --retry-delay 30\n"
+        "if items == 2:\n    open(FAILED_ONCE, 'w').close()\n    raise ConnectionError('later')\n"
+        "items",
+        namespace={"FAILED_ONCE": str(failed_once)},
         executor=executor,
         listeners=[recorder],
     )
 
     def cancel_after_failure() -> None:
-        if failed_once.wait(10):
+        if wait_for(failed_once, 10):
             time.sleep(0.1)
             run.cancel()
 
@@ -164,7 +195,7 @@ def test_cancel_during_a_retry_delay_does_not_wait_for_the_delay() -> None:
         record = run.execute()
     finally:
         canceller.join()
-        executor.close()
+        chosen.close()
     assert time.monotonic() - start < 10
     assert record.status == "cancelled"
     assert statuses(record, "flaky") == {"flaky:0": "completed", "flaky:1": "cancelled"}
@@ -172,6 +203,7 @@ def test_cancel_during_a_retry_delay_does_not_wait_for_the_delay() -> None:
     assert recorder.events[-1] == ("run_finished", "cancelled")
 
 
+# On threads only: about the thread executor's own default size.
 def test_default_thread_executor_runs_several_instances_at_once() -> None:
     assert ThreadExecutor().workers == default_workers() == min(32, (os.cpu_count() or 1) + 4)
     barrier = threading.Barrier(3, timeout=5)
@@ -207,24 +239,27 @@ def _fingerprint(run: PipelineRun) -> list[tuple[str, str, Any]]:
     return [(r.uuid, r.status, r.output) for r in run.instances()]
 
 
-def _jitter() -> None:
-    time.sleep(random.random() * 0.002)
+JITTER = notebook_code(
+    "def jitter():\n    import random, time\n    time.sleep(random.random() * 0.002)\n"
+)
 
 
-def test_threads_give_the_same_outputs_and_order_as_sync_for_a_nested_fanout() -> None:
-    expected = _fingerprint(run_cells(*DETERMINISM_CELLS, namespace={"jitter": _jitter}))
+@on_executors("threads", "processes", "dask")
+def test_concurrent_executors_give_the_same_outputs_and_order_as_sync_for_a_nested_fanout(
+    executor: Any,
+) -> None:
+    expected = _fingerprint(run_cells(*DETERMINISM_CELLS, namespace=JITTER))
     assert len(expected) > 150
     assert expected[-1][0] == "final"
     for _ in range(3):
-        record = run_cells(
-            *DETERMINISM_CELLS, namespace={"jitter": _jitter}, executor=ThreadExecutor(8)
-        )
+        record = run_cells(*DETERMINISM_CELLS, namespace=JITTER, executor=executor)
         assert record.status == "completed"
         assert _fingerprint(record) == expected
         assert list(record.block_runs) == [uuid for uuid, _, _ in expected]
 
 
 # -- concurrency bounds ------------------------------------------------------------------------
+# On threads only: the peak is measured with a lock shared by the bodies of this process.
 def test_max_concurrency_bounds_the_instances_of_a_block_running_at_once() -> None:
     limited, unlimited = Peak(), Peak()
     run = run_cells(
@@ -240,6 +275,7 @@ def test_max_concurrency_bounds_the_instances_of_a_block_running_at_once() -> No
     assert outputs(run, "limited_block") == {f"limited_block:{i}": i for i in range(12)}
 
 
+# On threads only: the same in-process peak measurement.
 def test_max_concurrency_holds_with_retries() -> None:
     peak = Peak()
     run = run_cells(
@@ -256,29 +292,26 @@ def test_max_concurrency_holds_with_retries() -> None:
 
 
 # -- cancellation ------------------------------------------------------------------------------
-def test_cancel_from_another_thread_cancels_pending_and_running_instances() -> None:
-    blocked, gate = threading.Event(), threading.Event()
+# Not on the sync executor: the run is cancelled while a body is stuck, which would be inline.
+@on_executors("threads", "processes", "dask")
+def test_cancel_from_another_thread_cancels_pending_and_running_instances(
+    executor: Any, tmp_path: Path
+) -> None:
+    blocked, gate = tmp_path / "blocked", tmp_path / "gate"
     recorder = Recorder()
-    executor = ThreadExecutor(4)
-    run = Run(
-        Pipeline(
-            specs_from_cells(
-                [
-                    "%%block loader items --dynamic\nlist(range(8))",
-                    "%%transformer work --max-concurrency 1\n"
-                    "if items >= 3:\n    blocked.set()\n    gate.wait(10)\n"
-                    "items * 10",
-                    "%%transformer after\nwork + 1",
-                ]
-            )
-        ),
-        _namespace(blocked=blocked, gate=gate),
+    run, chosen = build_run(
+        "%%block loader items --dynamic\nlist(range(8))",
+        "%%transformer work --max-concurrency 1\n"
+        "if items >= 3:\n    open(BLOCKED, 'w').close()\n    wait_for(GATE, 10)\n"
+        "items * 10",
+        "%%transformer after\nwork + 1",
+        namespace={**WAIT_FOR, "BLOCKED": str(blocked), "GATE": str(gate)},
         executor=executor,
         listeners=[recorder],
     )
 
     def cancel_when_blocked() -> None:
-        if blocked.wait(10):
+        if wait_for(blocked, 10):
             run.cancel()
 
     canceller = threading.Thread(target=cancel_when_blocked)
@@ -288,9 +321,9 @@ def test_cancel_from_another_thread_cancels_pending_and_running_instances() -> N
         record = run.execute()
         elapsed = time.monotonic() - start
     finally:
-        gate.set()
+        gate.touch()
         canceller.join()
-        executor.close()
+        chosen.close()
     assert elapsed < 5
     assert record.status == "cancelled"
     assert recorder.final_status == "cancelled"
@@ -309,6 +342,7 @@ def test_cancel_from_another_thread_cancels_pending_and_running_instances() -> N
     assert sorted(finished) == sorted(record.block_runs)
 
 
+# On sync only: a KeyboardInterrupt raised in this process (a worker process's is its own).
 def test_keyboard_interrupt_in_a_body_cancels_the_run_on_the_sync_executor() -> None:
     recorder = Recorder()
     run = run_cells(
@@ -324,6 +358,7 @@ def test_keyboard_interrupt_in_a_body_cancels_the_run_on_the_sync_executor() -> 
     assert run.block_runs["items"].status == "completed"
 
 
+# On threads only: a KeyboardInterrupt raised in one of this process's worker threads.
 def test_keyboard_interrupt_in_a_body_ends_the_run_on_the_thread_executor() -> None:
     recorder = Recorder()
     executor = ThreadExecutor(2)
@@ -351,6 +386,7 @@ def test_keyboard_interrupt_in_a_body_ends_the_run_on_the_thread_executor() -> N
     assert recorder.events[-1] == ("run_finished", "cancelled")
 
 
+# On threads only: SIGINT to this process's main thread while its worker threads run.
 def test_ctrl_c_during_a_threaded_run_cancels_it_and_keeps_completed_work() -> None:
     blocked, gate = threading.Event(), threading.Event()
     recorder = Recorder()
@@ -411,7 +447,7 @@ LISTENER_CELLS = (
 )
 
 
-def test_listener_sees_each_instance_created_and_finished_exactly_once(executor: str) -> None:
+def test_listener_sees_each_instance_created_and_finished_exactly_once(executor: Any) -> None:
     recorder = Recorder()
     run = run_cells(*LISTENER_CELLS, executor=executor, listeners=[recorder])
     assert run.status == "failed"
@@ -447,14 +483,29 @@ def test_listener_sees_each_instance_created_and_finished_exactly_once(executor:
         assert kinds[-1] == "finished"
 
 
-def test_timed_out_instance_is_finished_once_even_when_its_body_returns_later() -> None:
+REMOTE_TIMEOUT_IGNORED = pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: --timeout is never enforced for instances sent to a remote executor "
+    "(processes, Dask): slow:1 completes instead of failing with TimeoutError",
+)
+
+
+# Not on the sync executor: it runs a body inline and cannot abandon it when it overruns.
+@on_executors(
+    "threads",
+    pytest.param("processes", marks=REMOTE_TIMEOUT_IGNORED),
+    pytest.param("dask", marks=REMOTE_TIMEOUT_IGNORED),
+)
+def test_timed_out_instance_is_finished_once_even_when_its_body_returns_later(
+    executor: Any,
+) -> None:
     recorder = Recorder()
     run = run_cells(
         "%%block loader items --dynamic\n[0.0, 0.4]",
         "%%transformer slow --timeout 0.1\nsleep(items)\nitems",
         "%%transformer after\nsleep(0.5)\nslow",
         namespace={"sleep": time.sleep},
-        executor="threads",
+        executor=executor,
         listeners=[recorder],
     )
     # after:0 keeps the run going until the timed-out body of slow:1 has returned.
@@ -465,9 +516,7 @@ def test_timed_out_instance_is_finished_once_even_when_its_body_returns_later() 
 
 
 # -- scale -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("chosen", ["sync", "threads"])
-def test_twenty_thousand_item_fanout_with_sum_reduce(chosen: str) -> None:
-    executor = SyncExecutor() if chosen == "sync" else ThreadExecutor(8)
+def test_twenty_thousand_item_fanout_with_sum_reduce(executor: Any) -> None:
     start = time.monotonic()
     run = run_cells(
         "%%block loader items --dynamic\nlist(range(20_000))",
@@ -475,7 +524,6 @@ def test_twenty_thousand_item_fanout_with_sum_reduce(chosen: str) -> None:
         "%%transformer total\ndouble",
         executor=executor,
     )
-    executor.close()
     assert time.monotonic() - start < 20
     assert run.status == "completed"
     assert outputs(run, "total") == {"total": 2 * sum(range(20_000))}
