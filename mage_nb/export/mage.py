@@ -34,6 +34,7 @@ from typing import Any
 
 from ..engine.code import BodyInfo
 from ..engine.dag import Block, Pipeline
+from ..engine.spec import BlockSpec
 from ..engine.sql import analyse_sql
 from ..notebook import KERNEL, Notebook
 from . import ExportError
@@ -416,6 +417,17 @@ def _drop_shell_commands(text: str) -> tuple[str, list[str]]:
     return "\n".join(lines), warnings
 
 
+def _body(spec: BlockSpec, from_folder: bool) -> str:
+    """A block's body; read from an exported Python folder, without the comments that export
+    put above it (they describe the folder, not the Mage block)."""
+    if not from_folder:
+        return spec.source
+    from .layout import block_file
+    from .python import _without_preamble
+
+    return _without_preamble(spec.source, block_file(spec))
+
+
 def _free_name(preferred: str, taken: set[str]) -> str:
     name = preferred
     while name in taken:
@@ -467,6 +479,7 @@ def _python_file(
     pipeline_name: str,
     source: str,
     findings: _Findings,
+    folder_export: bool,
 ) -> tuple[str, str]:
     spec = block.spec
     info = block.info
@@ -483,7 +496,7 @@ def _python_file(
         )
     try:
         function = mage_function(
-            spec.source,
+            _body(spec, folder_export),
             info,
             name=function_name,
             decorator=decorator,
@@ -577,13 +590,13 @@ def _helpers_used(text: str) -> list[Any]:
 
 
 def _sql_file(
-    block: Block, pipeline: Pipeline, *, pipeline_name: str, source: str
+    block: Block, pipeline: Pipeline, *, pipeline_name: str, source: str, folder_export: bool
 ) -> tuple[str, str]:
     spec = block.spec
     info = block.sql
     assert info is not None
     read = [u for u in block.upstream if u in info.tables]
-    sql = sql_tables_to_mage(spec.source, block.upstream, read)
+    sql = sql_tables_to_mage(_body(spec, folder_export), block.upstream, read)
     check = analyse_sql(sql)
     left = [u for u in read if u in check.tables]
     if left:
@@ -654,6 +667,7 @@ def export_mage(notebook: Notebook, out_dir: Path, *, name: str | None = None) -
     pipeline_name = _pipeline_name(notebook, name, findings)
     prelude, prelude_names = _prelude(notebook, findings)
     source = notebook.path.name if notebook.path != KERNEL else "the kernel"
+    from_folder = notebook.path != KERNEL and notebook.path.is_dir()
     names = list(pipeline.blocks)
     trees: dict[str, ast.Module] = {}
     needs: dict[str, _Python] = {}
@@ -665,7 +679,7 @@ def export_mage(notebook: Notebook, out_dir: Path, *, name: str | None = None) -
         if block.spec.kind == "sql":
             _check_sql(block, findings, names)
             continue
-        tree = ast.parse(block.spec.source)
+        tree = ast.parse(_body(block.spec, from_folder))
         trees[block.name] = tree
         needs[block.name] = _check_python(block, pipeline, findings, tree)
     for block in pipeline:
@@ -693,7 +707,13 @@ def export_mage(notebook: Notebook, out_dir: Path, *, name: str | None = None) -
     files: list[_BlockFile] = []
     for block in pipeline:
         if block.spec.kind == "sql":
-            path, text = _sql_file(block, pipeline, pipeline_name=pipeline_name, source=source)
+            path, text = _sql_file(
+                block,
+                pipeline,
+                pipeline_name=pipeline_name,
+                source=source,
+                folder_export=from_folder,
+            )
         else:
             path, text = _python_file(
                 block,
@@ -705,6 +725,7 @@ def export_mage(notebook: Notebook, out_dir: Path, *, name: str | None = None) -
                 pipeline_name=pipeline_name,
                 source=source,
                 findings=findings,
+                folder_export=from_folder,
             )
         files.append(_BlockFile(path, text, _mage_block(block)))
     has_sql = any(b.spec.kind == "sql" for b in pipeline)

@@ -701,3 +701,18 @@ def test_call_helper_passes_the_keywords_a_function_accepts() -> None:
         "block_uuid",
         "other",
     ]
+
+
+def test_an_exported_python_folder_exports_to_the_same_mage_blocks(tmp_path: Path) -> None:
+    source = NOTEBOOKS / "dynamic_users.ipynb"
+    export_notebook(load_notebook(source), tmp_path / "folder", to="python")
+    export_to_mage(source, tmp_path / "direct")
+    export_to_mage(tmp_path / "folder", tmp_path / "via_folder")
+    files = sorted(p.relative_to(tmp_path / "direct") for p in (tmp_path / "direct").rglob("*.py"))
+    assert files == sorted(
+        p.relative_to(tmp_path / "via_folder") for p in (tmp_path / "via_folder").rglob("*.py")
+    )
+    for file in files:
+        direct = (tmp_path / "direct" / file).read_text().partition("# The block")[2]
+        via = (tmp_path / "via_folder" / file).read_text().partition("# The block")[2]
+        assert direct == via, file
