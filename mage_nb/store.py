@@ -51,9 +51,40 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 """
 
-# What a chunk holds per instance: (uuid, status, attempts, started, ended, error, payload).
-# A payload is None (not completed), ("value", output), ("fanout", record, items),
-# ("parquet", file, checksum, kind) or ("unstored", reason).
+# A chunk file is a ``Chunk``: columns, one item per instance (building a tuple per instance
+# cost more than the run it recorded). ``special`` maps a position to how its output is
+# stored when it is not the plain value in ``outputs``: ("fanout", record),
+# ("parquet", file, checksum, kind) or ("unstored", reason). The uuids and statuses are in
+# the SQLite row (the index), not in the file.
+
+
+class Chunk:
+    __slots__ = ("attempts", "ended", "errors", "outputs", "special", "started")
+
+    def __init__(
+        self,
+        attempts: list[int],
+        started: list[float | None],
+        ended: list[float | None],
+        errors: list[Any],
+        outputs: list[Any],
+        special: dict[int, tuple[Any, ...]],
+    ):
+        self.attempts = attempts
+        self.started = started
+        self.ended = ended
+        self.errors = errors
+        self.outputs = outputs
+        self.special = special
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            Chunk,
+            (self.attempts, self.started, self.ended, self.errors, self.outputs, self.special),
+        )
+
+
+_PLAIN: dict[type, bool] = {}  # output type -> stored as a plain value (not Parquet)
 
 
 def default_runs_dir(source: str | Path) -> Path:
@@ -165,36 +196,41 @@ class RunStoreWriter(RunListener):
             return
         self._seq += 1
         seq = self._seq
-        entries: list[tuple[Any, ...]] = []
-        for inst, output in pending:
-            payload: tuple[Any, ...] | None = None
-            if inst.status == COMPLETED:
-                if inst.fanout is not None:
-                    payload = ("fanout", inst.fanout, output)
-                elif _frame_kind(output) is not None:
-                    payload = self._parquet(output, f"{seq}-{len(entries)}")
-                else:
-                    payload = ("value", output)
-            entries.append(
-                (
-                    inst.uuid,
-                    inst.status,
-                    inst.attempts,
-                    inst.started,
-                    inst.ended,
-                    inst.error,
-                    payload,
-                )
-            )
-        data = _dumps(entries)
+        runs = [p[0] for p in pending]
+        outputs = [p[1] for p in pending]
+        special: dict[int, tuple[Any, ...]] = {}
+        for position, inst in enumerate(runs):
+            if inst.status != COMPLETED:
+                outputs[position] = None
+            elif inst.fanout is not None:
+                special[position] = ("fanout", inst.fanout)
+            else:
+                kind = type(outputs[position])
+                plain = _PLAIN.get(kind)
+                if plain is None:
+                    plain = _PLAIN[kind] = _frame_kind(outputs[position]) is None
+                if not plain:
+                    stored = self._parquet(outputs[position], f"{seq}-{position}")
+                    if stored is not None:
+                        special[position] = stored
+                        outputs[position] = None
+        chunk = Chunk(
+            [r.attempts for r in runs],
+            [r.started for r in runs],
+            [r.ended for r in runs],
+            [r.error for r in runs],
+            outputs,
+            special,
+        )
+        data = _dumps(chunk)
         name = f"chunk-{seq:06d}.pkl"
         _write_atomically(self.outputs / name, data)
-        index = pickle.dumps([(e[0], e[1]) for e in entries], protocol=5)
+        index = pickle.dumps(([r.uuid for r in runs], [r.status for r in runs]), protocol=5)
         self.db.execute(
             "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?)", (seq, name, _checksum(data), index)
         )
 
-    def _parquet(self, frame: Any, stem: str) -> tuple[Any, ...]:
+    def _parquet(self, frame: Any, stem: str) -> tuple[Any, ...] | None:
         import io
 
         kind = _frame_kind(frame)
@@ -207,33 +243,31 @@ class RunStoreWriter(RunListener):
 
                 pq.write_table(frame, buffer)
         except Exception:  # e.g. a column of mixed Python objects: pickle it instead
-            return ("value", frame)
+            return None
         data = buffer.getvalue()
         name = f"{stem}.parquet"
         _write_atomically(self.outputs / name, data)
         return ("parquet", name, _checksum(data), kind)
 
 
-def _dumps(entries: list[Any]) -> bytes:
+def _dumps(chunk: Chunk) -> bytes:
     """Plain pickle (fast) when it can; classes defined in the notebook need cloudpickle;
     an output neither can pickle is recorded as not stored (it will run again)."""
     try:
-        return pickle.dumps(entries, protocol=5)
+        return pickle.dumps(chunk, protocol=5)
     except Exception:
         pass
     try:
-        return bytes(cloudpickle.dumps(entries, protocol=5))
+        return bytes(cloudpickle.dumps(chunk, protocol=5))
     except Exception:
         pass
-    kept = []
-    for entry in entries:
+    for position, output in enumerate(chunk.outputs):
         try:
-            cloudpickle.dumps(entry[6], protocol=5)
-            kept.append(entry)
+            cloudpickle.dumps(output, protocol=5)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            kept.append((*entry[:6], ("unstored", reason)))
-    return bytes(cloudpickle.dumps(kept, protocol=5))
+            chunk.special[position] = ("unstored", f"{type(exc).__name__}: {exc}")
+            chunk.outputs[position] = None
+    return bytes(cloudpickle.dumps(chunk, protocol=5))
 
 
 @dataclass
@@ -268,7 +302,8 @@ class StoredRun:
             self.index: dict[str, tuple[int, int, str]] = {}
             for seq, name, checksum, entries in chunks:
                 self._chunks[seq] = (name, checksum)
-                for position, (uuid, status) in enumerate(pickle.loads(entries)):
+                uuids, statuses = pickle.loads(entries)
+                for position, (uuid, status) in enumerate(zip(uuids, statuses)):
                     self.index[uuid] = (seq, position, status)
         finally:
             db.close()
@@ -281,7 +316,7 @@ class StoredRun:
         self.params: dict[str, Any] = json.loads(row[5] or "{}")
         self.versions: dict[str, str] = json.loads(row[6] or "{}")
         self.resumes = int(row[7] or 0)
-        self._loaded: dict[int, list[Any] | None] = {}
+        self._loaded: dict[int, Chunk | None] = {}
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -310,26 +345,28 @@ class StoredRun:
         if found is None or found[2] != COMPLETED:
             return None
         seq, position, _ = found
-        entries = self._chunk(seq)
-        if entries is None:
+        chunk = self._chunk(seq)
+        if chunk is None:
             return None
-        _, _, attempts, started, ended, _, payload = entries[position]
-        kind = payload[0]
-        if kind == "value":
-            return Restored(attempts, started, ended, payload[1])
+        attempts, started = chunk.attempts[position], chunk.started[position]
+        ended = chunk.ended[position]
+        special = chunk.special.get(position)
+        if special is None:
+            return Restored(attempts, started, ended, chunk.outputs[position])
+        kind = special[0]
         if kind == "fanout":
-            return Restored(attempts, started, ended, payload[2], fanout=payload[1])
+            return Restored(attempts, started, ended, chunk.outputs[position], fanout=special[1])
         if kind == "parquet":
-            value = self._read_parquet(uuid, *payload[1:])
+            value = self._read_parquet(uuid, *special[1:])
             return None if value is None else Restored(attempts, started, ended, value)
-        self.warnings.append(f"the output of {uuid!r} was not stored ({payload[1]}): it runs again")
+        self.warnings.append(f"the output of {uuid!r} was not stored ({special[1]}): it runs again")
         return None
 
-    def _chunk(self, seq: int) -> list[Any] | None:
+    def _chunk(self, seq: int) -> Chunk | None:
         if seq in self._loaded:
             return self._loaded[seq]
         name, checksum = self._chunks[seq]
-        entries: list[Any] | None = None
+        chunk: Chunk | None = None
         try:
             data = (self.directory / OUTPUTS / name).read_bytes()
         except OSError:
@@ -341,9 +378,9 @@ class StoredRun:
                     "their instances run again"
                 )
             else:
-                entries = pickle.loads(data)
-        self._loaded[seq] = entries
-        return entries
+                chunk = pickle.loads(data)
+        self._loaded[seq] = chunk
+        return chunk
 
     def _read_parquet(self, uuid: str, name: str, checksum: str, kind: str) -> Any:
         import io
