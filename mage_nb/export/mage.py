@@ -472,7 +472,6 @@ def _python_file(
     block: Block,
     pipeline: Pipeline,
     *,
-    tree: ast.Module,
     needs: _Python,
     prelude: str,
     prelude_names: set[str],
@@ -485,7 +484,8 @@ def _python_file(
     info = block.info
     assert info is not None
     _, folder, decorator = MAGE_TYPES[spec.kind]
-    taken = names_in(tree) | set(block.upstream) | prelude_names | {spec.name}
+    # Names the function's own scope sees (not the parameters of functions inside it).
+    taken = {*info.free_names, *info.assigned, *block.upstream, "context"}
     args_name = _free_name("args", taken)
     kwargs_name = _free_name("kwargs", taken)
     function_name = spec.name if spec.name not in prelude_names else f"{spec.name}_block"
@@ -669,7 +669,6 @@ def export_mage(notebook: Notebook, out_dir: Path, *, name: str | None = None) -
     source = notebook.path.name if notebook.path != KERNEL else "the kernel"
     from_folder = notebook.path != KERNEL and notebook.path.is_dir()
     names = list(pipeline.blocks)
-    trees: dict[str, ast.Module] = {}
     needs: dict[str, _Python] = {}
     for block in pipeline:
         problem = _fanout_problem(block, pipeline)
@@ -680,7 +679,6 @@ def export_mage(notebook: Notebook, out_dir: Path, *, name: str | None = None) -
             _check_sql(block, findings, names)
             continue
         tree = ast.parse(_body(block.spec, from_folder))
-        trees[block.name] = tree
         needs[block.name] = _check_python(block, pipeline, findings, tree)
     for block in pipeline:
         if block.dynamic and not block.scope:
@@ -718,7 +716,6 @@ def export_mage(notebook: Notebook, out_dir: Path, *, name: str | None = None) -
             path, text = _python_file(
                 block,
                 pipeline,
-                tree=trees[block.name],
                 needs=needs[block.name],
                 prelude=prelude,
                 prelude_names=prelude_names,
@@ -795,7 +792,7 @@ def _readme(
     return f"""# {pipeline_name}
 
 A Mage project (mage-ai {MAGE_VERSION}) exported from `{source}` by
-`mage-nb export --to mage`. Open it with `mage start .` from this folder and run the pipeline
+`mage-nb export --to mage`. Open it with `mage start PATH_TO_THIS_FOLDER` and run the pipeline
 `{pipeline_name}` from a trigger: dynamic blocks fan out in block runs (`mage run` runs a
 pipeline without block runs, so it does not expand them).
 
