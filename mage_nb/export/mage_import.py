@@ -186,7 +186,7 @@ def _is_guard(node: ast.stmt) -> bool:
 
 
 def _python_body(
-    text: str, uuid: str, dynamic: bool, warnings: list[str]
+    text: str, uuid: str, dynamic: bool, warnings: list[str], project: str
 ) -> tuple[str, bool, list[str]]:
     """(body, whether mage_block decorates it, mage_ai imports it still has)."""
     try:
@@ -236,6 +236,21 @@ def _python_body(
             f"Mage block {uuid!r} imports {', '.join(mage_ai)}: it needs mage-ai installed "
             "where the notebook runs"
         )
+    local = sorted(
+        {
+            (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+            for a in n.names
+            if ((n.module or "") if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+            == project
+        }
+    )
+    if local:
+        warnings.append(
+            f"Mage block {uuid!r} imports {', '.join(local)} from the Mage project itself: "
+            "run the notebook with the project's parent folder on PYTHONPATH"
+        )
     return body, decorate, mage_ai
 
 
@@ -257,6 +272,20 @@ def _sql_body(text: str, uuid: str, upstream: list[str], warnings: list[str]) ->
         return upstream[n - 1]
 
     body = _DF.sub(table, text).strip("\n")
+    from ..engine.sql import analyse_sql
+
+    try:
+        others = [t for t in analyse_sql(body).tables if t not in upstream]
+    except PipelineError:
+        others = []
+    if others:
+        warnings.append(
+            f"Mage block {uuid!r} reads {', '.join(others)}, which "
+            f"{'is not a block' if len(others) == 1 else 'are not blocks'}: Mage reads "
+            f"{'it' if len(others) == 1 else 'them'} from the database of its io_config.yaml; "
+            "the notebook from DuckDB's in-process database (create them in a plain cell, or "
+            "add --connection)"
+        )
     if "{{" in body or "{%" in body:
         warnings.append(
             f"Mage block {uuid!r}: its SQL has Jinja templates other than df_N, kept as they "
@@ -402,7 +431,7 @@ def import_pipeline(project: str | os.PathLike[str], pipeline: str) -> ImportRes
         else:
             kind = KINDS[block["type"]]
             body, decorated, _ = _python_body(
-                text, uuid, bool(configuration.get("dynamic")), warnings
+                text, uuid, bool(configuration.get("dynamic")), warnings, root.resolve().name
             )
             helper_needed = helper_needed or decorated
         header = _header(kind, name, upstream, block, warnings)

@@ -360,8 +360,12 @@ def test_warnings_for_what_does_not_carry_over(project: Path, tmp_path: Path) ->
                 "pair-max" if u == "pair" else u for u in block["upstream_blocks"]
             ]
     meta.write_text(yaml.safe_dump(data, sort_keys=False))
+    (copy / "transformers" / "total.sql").write_text(
+        "SELECT SUM(score) AS total, COUNT(*) AS n FROM {{ df_1 }} JOIN events USING (id)\n"
+    )
     (copy / "data_loaders" / "one.py").write_text(
-        "from mage_ai.data_preparation.variable_manager import get_variable\n\n"
+        "from mage_ai.data_preparation.variable_manager import get_variable\n"
+        "from project.utils.helpers import shared\n\n"
         + (copy / "data_loaders" / "one.py").read_text()
     )
     result = import_pipeline(copy, "demo")
@@ -376,6 +380,11 @@ def test_warnings_for_what_does_not_carry_over(project: Path, tmp_path: Path) ->
         "Mage block 'one' imports mage_ai.data_preparation.variable_manager: it needs mage-ai "
         "installed where the notebook runs" in warnings
     )
+    assert (
+        "Mage block 'one' imports project.utils.helpers from the Mage project itself: run the "
+        "notebook with the project's parent folder on PYTHONPATH" in warnings
+    )
+    assert "Mage block 'total' reads events, which is not a block: Mage reads it from" in warnings
     headers = [c.source.split("\n", 1)[0] for c in result.cells if c.source.startswith("%%")]
     assert (
         "%%block transformer double --retries 2 --retry-delay 3 --timeout 60 --upstream users"
