@@ -1,0 +1,132 @@
+"""What the run-store tests share: ``mage-nb`` in a real subprocess, an execution log that
+block bodies append to (one line per execution, wherever the body ran), and readers for the
+run directory (the real SQLite file and output files, nothing mocked)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from helpers import write_notebook
+
+from mage_nb.store import StoredRun
+
+ENV = {**os.environ, "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
+
+#: A plain cell for every notebook here: ``note(uuid)`` appends one line to the file named
+#: by $STORE_TEST_LOG (one O_APPEND write: lines from threads and processes do not mix).
+PRELUDE = """\
+import os, time
+LOG = os.environ.get("STORE_TEST_LOG")
+
+def note(uuid):
+    if LOG:
+        with open(LOG, "a") as log:
+            log.write(uuid + "\\n")
+"""
+
+
+def notebook(path: Path, *cells: str | tuple[str, list[str]]) -> Path:
+    """A real .ipynb: the shared prelude, then these cells."""
+    return write_notebook(path, [PRELUDE, *cells])
+
+
+def env(log: Path | None = None, **extra: str) -> dict[str, str]:
+    out = {**ENV, **extra}
+    if log is not None:
+        out["STORE_TEST_LOG"] = str(log)
+    return out
+
+
+def mage_nb(
+    *args: object, log: Path | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -m mage_nb ARGS`` with the test's interpreter; bodies note to ``log``."""
+    return subprocess.run(
+        [sys.executable, "-m", "mage_nb", *map(str, args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        env=env(log),
+        cwd=cwd,
+        check=False,
+    )
+
+
+def executions(log: Path) -> list[str]:
+    """The uuids the bodies noted, one per execution, in order."""
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def results(record: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """uuid -> (status, output) of a ``--json`` record, in record order."""
+    return {r["uuid"]: (r["status"], r["output"]) for r in record["block_runs"]}
+
+
+def run_dirs(runs: Path) -> list[Path]:
+    return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+
+def only_run(runs: Path) -> Path:
+    [directory] = run_dirs(runs)
+    return directory
+
+
+def completed(directory: Path) -> set[str]:
+    """The instances the store has as completed (what a resume may restore)."""
+    return {
+        uuid for uuid, (_, _, status) in StoredRun(directory).index.items() if status == "completed"
+    }
+
+
+def run_row(directory: Path) -> dict[str, Any]:
+    db = sqlite3.connect(f"file:{directory / 'record.sqlite'}?mode=ro", uri=True)
+    try:
+        db.row_factory = sqlite3.Row
+        row = db.execute("SELECT * FROM run").fetchone()
+        return dict(row)
+    finally:
+        db.close()
+
+
+def chunks(directory: Path) -> list[tuple[str, list[str]]]:
+    """(file name, uuids it holds) per committed chunk, in order."""
+    import pickle
+
+    db = sqlite3.connect(f"file:{directory / 'record.sqlite'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT file, entries FROM chunks ORDER BY seq").fetchall()
+    finally:
+        db.close()
+    return [(name, [uuid for uuid, _ in pickle.loads(entries)]) for name, entries in rows]
+
+
+def snapshot(directory: Path) -> dict[str, Any]:
+    """What a run directory holds: the database's rows and every file's digest (a refused
+    resume must leave it exactly as it was)."""
+    db = sqlite3.connect(f"file:{directory / 'record.sqlite'}?mode=ro", uri=True)
+    try:
+        rows = {
+            "run": db.execute("SELECT * FROM run").fetchall(),
+            "chunks": db.execute("SELECT * FROM chunks ORDER BY seq").fetchall(),
+        }
+    finally:
+        db.close()
+    files = {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+    }
+    return {"rows": rows, "files": files}
