@@ -595,6 +595,8 @@ def test_only_the_last_expression_changes() -> None:
         ("a;", "    return [a];"),
         ("x = a", "    return [None]"),
         ("(y := a)", "    return [(y := a)]"),
+        ("x = 'é→'; a + x  # ü", "    x = 'é→'; return [a + x]  # ü"),
+        ("(a +\n a)", "     a)]"),
     ],
 )
 def test_final_statement_forms(body: str, last: str) -> None:
