@@ -79,8 +79,7 @@ def _fanout_problem(block: Block, pipeline: Pipeline) -> str | None:
         reduce = " (--dynamic --reduce reduces, then fans out again)" if block.reduce else ""
         return (
             f"it is --dynamic inside the fan-out of {outer}{reduce}: a nested fan-out, which "
-            f"Mage {MAGE_VERSION} runs wrongly (wrong items, or an AttributeError); mage_nb "
-            "runs it as documented, Mage cannot"
+            f"Mage {MAGE_VERSION} runs wrongly (wrong items, or an AttributeError)"
         )
     if nested:
         return None  # reported once, at the nested dynamic block
