@@ -102,15 +102,17 @@ def run_row(directory: Path) -> dict[str, Any]:
 
 
 def chunks(directory: Path) -> list[tuple[str, list[str]]]:
-    """(file name, uuids it holds) per committed chunk, in order."""
-    import pickle
-
+    """(file name, uuids it holds) per committed chunk, in order (an instance recorded again
+    in a later chunk counts in the later one)."""
     db = sqlite3.connect(f"file:{directory / 'record.sqlite'}?mode=ro", uri=True)
     try:
-        rows = db.execute("SELECT file, entries FROM chunks ORDER BY seq").fetchall()
+        names = dict(db.execute("SELECT seq, file FROM chunks ORDER BY seq").fetchall())
     finally:
         db.close()
-    return [(name, [uuid for uuid, _ in pickle.loads(entries)]) for name, entries in rows]
+    held: dict[int, list[str]] = {seq: [] for seq in names}
+    for uuid, (seq, _, _) in StoredRun(directory).index.items():
+        held[seq].append(uuid)
+    return [(names[seq], uuids) for seq, uuids in held.items()]
 
 
 def snapshot(directory: Path) -> dict[str, Any]:
