@@ -595,10 +595,11 @@ def test_pipeline_forget_drops_a_block(
     assert "a" in usage_error("%pipeline forget a")
 
 
-def test_pipeline_export_says_not_yet(usage_error: Usage) -> None:
+def test_pipeline_export_without_to_is_a_usage_error(usage_error: Usage) -> None:
+    # %pipeline export itself is tested in test_export_magic.py
     message = usage_error("%pipeline export script out.py")
-    assert "export" in message
-    assert "yet" in message
+    assert message.startswith("%pipeline export:")
+    assert "--to" in message
 
 
 @pytest.mark.parametrize("line", ["%pipeline frobnicate", "%pipeline"])
