@@ -54,8 +54,8 @@ CREATE TABLE IF NOT EXISTS chunks (
 # A chunk file is a ``Chunk``: columns, one item per instance (building a tuple per instance
 # cost more than the run it recorded). ``special`` maps a position to how its output is
 # stored when it is not the plain value in ``outputs``: ("fanout", record),
-# ("parquet", file, checksum, kind) or ("unstored", reason). The uuids and statuses are in
-# the SQLite row (the index), not in the file.
+# ("parquet", file, checksum, kind, arrow schema or None) or ("unstored", reason). The uuids
+# and statuses are in the SQLite row (the index), not in the file.
 
 
 class Chunk:
@@ -128,6 +128,23 @@ def _frame_kind(value: Any) -> str | None:
     if module == "pyarrow" and type(value).__name__ == "Table":
         return "arrow"
     return None
+
+
+def _exact_in_parquet(frame: Any) -> bool:
+    """Whether Parquet gives this DataFrame back as it is. Not with Python objects in a
+    column or an index level (lists come back as arrays, object strings as ``str``), column
+    names of mixed types (made strings), nor an index frequency (dropped): those are pickled
+    instead."""
+    if any(str(dtype) == "object" for dtype in frame.dtypes):
+        return False
+    if str(frame.columns.inferred_type).startswith("mixed"):
+        return False
+    index = frame.index
+    for level in range(index.nlevels):
+        values = index.get_level_values(level) if index.nlevels > 1 else index
+        if str(values.dtype) == "object" or getattr(values, "freq", None) is not None:
+            return False
+    return True
 
 
 class RunStoreWriter(RunListener):
@@ -235,19 +252,25 @@ class RunStoreWriter(RunListener):
 
         kind = _frame_kind(frame)
         buffer = io.BytesIO()
+        schema = None
         try:
             if kind == "pandas":
+                if not _exact_in_parquet(frame):
+                    return None
                 frame.to_parquet(buffer)
             else:
                 import pyarrow.parquet as pq
 
-                pq.write_table(frame, buffer)
+                # Parquet has no date64, time32[s], nor list item names: the table's own
+                # schema, kept beside it, casts what is read back to exactly what was written.
+                schema = frame.schema
+                pq.write_table(frame, buffer, use_compliant_nested_type=False)
         except Exception:  # e.g. a column of mixed Python objects: pickle it instead
             return None
         data = buffer.getvalue()
         name = f"{stem}.parquet"
         _write_atomically(self.outputs / name, data)
-        return ("parquet", name, _checksum(data), kind)
+        return ("parquet", name, _checksum(data), kind, schema)
 
 
 def _dumps(chunk: Chunk) -> bytes:
@@ -382,7 +405,9 @@ class StoredRun:
         self._loaded[seq] = chunk
         return chunk
 
-    def _read_parquet(self, uuid: str, name: str, checksum: str, kind: str) -> Any:
+    def _read_parquet(
+        self, uuid: str, name: str, checksum: str, kind: str, schema: Any = None
+    ) -> Any:
         import io
 
         path = self.directory / OUTPUTS / name
@@ -402,7 +427,11 @@ class StoredRun:
         import pyarrow.parquet as pq
 
         table = pq.read_table(io.BytesIO(data))
-        return table.to_pandas() if kind == "pandas" else table
+        if kind == "pandas":
+            return table.to_pandas()
+        if schema is not None and not table.schema.equals(schema, check_metadata=True):
+            table = table.cast(schema)
+        return table
 
     def summary(self) -> RunSummary:
         return RunSummary(

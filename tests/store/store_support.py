@@ -20,15 +20,22 @@ from mage_nb.store import StoredRun
 ENV = {**os.environ, "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
 
 #: A plain cell for every notebook here: ``note(uuid)`` appends one line to the file named
-#: by $STORE_TEST_LOG (one O_APPEND write: lines from threads and processes do not mix).
+#: by $STORE_TEST_LOG (one O_APPEND write: lines from threads and processes do not mix);
+#: ``gate(uuid)`` fails while the file named by $STORE_TEST_GATE does not exist (a block that
+#: fails in the first run and completes in the resume, unchanged).
 PRELUDE = """\
 import os, time
 LOG = os.environ.get("STORE_TEST_LOG")
+GATE = os.environ.get("STORE_TEST_GATE")
 
 def note(uuid):
     if LOG:
         with open(LOG, "a") as log:
             log.write(uuid + "\\n")
+
+def gate(uuid):
+    if GATE and not os.path.exists(GATE):
+        raise RuntimeError(f"{uuid}: the gate is closed")
 """
 
 
@@ -37,24 +44,31 @@ def notebook(path: Path, *cells: str | tuple[str, list[str]]) -> Path:
     return write_notebook(path, [PRELUDE, *cells])
 
 
-def env(log: Path | None = None, **extra: str) -> dict[str, str]:
-    out = {**ENV, **extra}
+def env(log: Path | None = None, gate: Path | None = None) -> dict[str, str]:
+    out = dict(ENV)
     if log is not None:
         out["STORE_TEST_LOG"] = str(log)
+    if gate is not None:
+        out["STORE_TEST_GATE"] = str(gate)
     return out
 
 
 def mage_nb(
-    *args: object, log: Path | None = None, cwd: Path | None = None, timeout: float = 60
+    *args: object,
+    log: Path | None = None,
+    gate: Path | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m mage_nb ARGS`` with the test's interpreter; bodies note to ``log``."""
+    """``python -m mage_nb ARGS`` with the test's interpreter; bodies note to ``log``, and
+    ``gate(...)`` fails unless ``gate`` exists."""
     return subprocess.run(
         [sys.executable, "-m", "mage_nb", *map(str, args)],
         capture_output=True,
         text=True,
         encoding="utf-8",
         timeout=timeout,
-        env=env(log),
+        env=env(log, gate),
         cwd=cwd,
         check=False,
     )
