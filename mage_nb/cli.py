@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import datetime as _dt
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -396,10 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
     print(format_summary(record, _depths(args.notebook)))
     if not args.no_store and record.status != COMPLETED:
+        store = ["--store", args.store] if args.store else []
+        again = shlex.join(["mage-nb", "run", args.notebook, *store, "--resume", record.run_id])
         print(
-            f"mage-nb: run {record.run_id} is stored; continue it with "
-            f"`mage-nb run {args.notebook} --resume {record.run_id}`",
-            file=sys.stderr,
+            f"mage-nb: run {record.run_id} is stored; continue it with `{again}`", file=sys.stderr
         )
     return 0 if record.status == COMPLETED else 1
 
