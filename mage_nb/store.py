@@ -34,6 +34,7 @@ import cloudpickle
 
 from .engine.errors import PipelineError
 from .engine.events import RunListener
+from .engine.handles import RemoteOutput
 from .engine.instance import COMPLETED, STATUSES, BlockRun, Restored
 from .engine.record import PipelineRun, jsonable
 
@@ -216,6 +217,9 @@ class RunStoreWriter(RunListener):
         runs = [p[0] for p in pending]
         outputs = [p[1] for p in pending]
         special: dict[int, tuple[Any, ...]] = {}
+        kept = [i for i, output in enumerate(outputs) if type(output) is RemoteOutput]
+        if kept:
+            _fetch(outputs, kept, special)
         for position, inst in enumerate(runs):
             if inst.status != COMPLETED:
                 outputs[position] = None
@@ -271,6 +275,21 @@ class RunStoreWriter(RunListener):
         name = f"{stem}.parquet"
         _write_atomically(self.outputs / name, data)
         return ("parquet", name, _checksum(data), kind, schema)
+
+
+def _fetch(outputs: list[Any], positions: list[int], special: dict[int, tuple[Any, ...]]) -> None:
+    """Outputs kept on Dask workers are fetched (in one go) to be stored: a handle would
+    point at a cluster that may be gone by the time a resume reads it."""
+    kept = [outputs[i] for i in positions]
+    try:
+        values = kept[0].future.client.gather([handle.future for handle in kept])
+    except Exception as exc:
+        for i in positions:
+            special[i] = ("unstored", f"could not fetch it from its Dask worker: {exc!r}")
+            outputs[i] = None
+        return
+    for i, boxed in zip(positions, values):
+        outputs[i] = boxed.value
 
 
 def _dumps(chunk: Chunk) -> bytes:

@@ -1,11 +1,14 @@
-"""The run store with ``--executor processes``: outputs computed in worker processes are
-stored by the parent, and a resume on worker processes re-runs only what did not complete."""
+"""The run store with remote executors: outputs computed in worker processes (or kept on
+Dask workers) are stored by the parent, and a resume re-runs only what did not complete."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from store_support import executions, mage_nb, notebook, only_run, read_json, results
+
+from mage_nb.store import StoredRun
 
 CELLS = (
     "import pandas as pd\nclass Box:\n    def __init__(self, value):\n        self.value = value",
@@ -49,3 +52,34 @@ def test_resume_on_worker_processes(tmp_path: Path) -> None:
     assert {u: v for u, v in ours.items() if not u.startswith("boxed")} == {
         u: v for u, v in theirs.items() if not u.startswith("boxed")
     }
+
+
+def test_outputs_kept_on_dask_workers_are_fetched_to_be_stored(
+    tmp_path: Path, cluster: Any
+) -> None:
+    """A large output stays on the Dask worker that computed it (the run holds a handle):
+    the store fetches the value, so a resume needs neither the cluster nor the handle."""
+    gate = tmp_path / "gate"  # Dask workers do not see our environment: its path is in the code
+    nb = notebook(
+        tmp_path / "nb.ipynb",
+        "%%loader big\nnote(context.uuid)\nlist(range(300_000))",  # > 1 MiB: kept on a worker
+        "%%transformer small\n"
+        "note(context.uuid)\n"
+        f"assert os.path.exists({str(gate)!r}), 'the gate is closed'\n"
+        "[type(big).__name__, len(big)]",
+    )
+    args = ("run", nb, "--no-progress", "--executor", "dask", "--address", cluster.address)
+    proc = mage_nb(*args, gate=gate)
+    assert proc.returncode == 1, proc.stderr
+    directory = only_run(tmp_path / ".mage_nb" / "runs")
+    stored = StoredRun(directory).get("big")
+    assert stored is not None and stored.output == list(range(300_000))
+
+    gate.touch()
+    log, out = tmp_path / "resume.log", tmp_path / "resume.json"
+    proc = mage_nb(
+        "run", nb, "--no-progress", "--resume", directory.name, "--json", out, log=log, gate=gate
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert executions(log) == ["small"]
+    assert results(read_json(out))["small"] == ("completed", ["list", 300_000])
