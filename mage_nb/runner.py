@@ -27,7 +27,7 @@ from .engine.executors import (
 from .engine.record import PipelineRun, jsonable
 from .engine.scheduler import OutputCapture, Run
 from .notebook import load_notebook, new_namespace, prelude_namespace, run_prelude
-from .store import RunStoreWriter, StoredRun, default_runs_dir, new_run_id
+from .store import ResumedRunWriter, RunStoreWriter, StoredRun, default_runs_dir, new_run_id
 
 
 def make_executor(
@@ -90,14 +90,15 @@ def run_notebook(
             stored = _stored_run(runs_dir, resume, versions, params)
             params, run_id = stored.params, resume
         run_id = run_id or new_run_id()
+        recorded: dict[str, Any] = {
+            "notebook": str(Path(path).resolve()),
+            "params": params or {},
+            "versions": versions,
+        }
         listeners.append(
-            RunStoreWriter(
-                runs_dir / run_id,
-                notebook=str(Path(path).resolve()),
-                params=params or {},
-                versions=versions,
-                resumed=stored is not None,
-            )
+            RunStoreWriter(runs_dir / run_id, **recorded)
+            if stored is None
+            else ResumedRunWriter(runs_dir / run_id, completed=stored.completed(), **recorded)
         )
     chosen, owned = make_executor(executor, max_workers, address)
     record: PipelineRun | None = None

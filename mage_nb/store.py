@@ -25,7 +25,7 @@ import pickle
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,6 +277,22 @@ class RunStoreWriter(RunListener):
         return ("parquet", name, _checksum(data), kind, schema)
 
 
+class ResumedRunWriter(RunStoreWriter):
+    """Records a resumed run. An instance the store has as completed that runs again (its
+    output was lost, or an upstream instance runs again) is recorded as pending as soon as it
+    is created, in the same chunk as the upstream result that made it run: its old result,
+    computed from an upstream output that has since changed, is never restored."""
+
+    def __init__(self, directory: Path, *, completed: Collection[str], **kwargs: Any):
+        super().__init__(directory, resumed=True, **kwargs)
+        self._completed = set(completed)
+
+    def instance_created(self, *, run: PipelineRun, instance: BlockRun) -> None:
+        if not instance.reused and instance.uuid in self._completed:
+            self._completed.discard(instance.uuid)
+            self._pending.append((instance, None))
+
+
 def _fetch(outputs: list[Any], positions: list[int], special: dict[int, tuple[Any, ...]]) -> None:
     """Outputs kept on Dask workers are fetched (in one go) to be stored: a handle would
     point at a cluster that may be gone by the time a resume reads it."""
@@ -365,6 +381,10 @@ class StoredRun:
         for _, _, status in self.index.values():
             counts[status] = counts.get(status, 0) + 1
         return {k: v for k, v in counts.items() if v}
+
+    def completed(self) -> set[str]:
+        """The instances recorded as completed (whether their outputs can be read or not)."""
+        return {uuid for uuid, (_, _, status) in self.index.items() if status == COMPLETED}
 
     def completed_blocks(self) -> set[str]:
         return {

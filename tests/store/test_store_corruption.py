@@ -4,6 +4,11 @@ outputs of an uninterrupted run. Nothing else runs again."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +16,7 @@ import pandas as pd
 import pytest
 from store_support import (
     chunks,
+    env,
     executions,
     mage_nb,
     notebook,
@@ -132,3 +138,54 @@ def test_damaged_parquet_files_rerun_their_instance_only(tmp_path: Path) -> None
     record, again = resume(tmp_path, nb, directory)
     assert again == []
     assert results(record) == results(first)  # type: ignore[arg-type]
+
+
+def test_downstream_of_a_rerun_is_not_restored_from_before(tmp_path: Path) -> None:
+    """A resume re-runs `seed` (its stored output was lost) and is killed while `echo`, which
+    depends on it, runs again. The next resume must not restore the `echo` computed from the
+    old `seed`: `seed` is not deterministic, the two would not match."""
+    hang = tmp_path / "hang"
+    cells = (
+        "%%loader seed\nnote(context.uuid)\nos.urandom(8).hex()",
+        "%%transformer echo\n"
+        "note(context.uuid)\n"
+        f"while os.path.exists({str(hang)!r}):\n"
+        "    time.sleep(0.005)\n"
+        "seed + '!'",
+    )
+    nb, directory, first = stored_run(tmp_path, cells)
+    [(name, _)] = [(name, uuids) for name, uuids in chunks(directory) if uuids == ["seed"]]
+    delete(directory / "outputs" / name)
+
+    hang.touch()
+    log = tmp_path / "killed.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mage_nb",
+            "run",
+            str(nb),
+            "--no-progress",
+            "--resume",
+            directory.name,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env(log),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while executions(log) != ["seed", "echo"]:  # echo started: seed's new result is stored
+            assert proc.poll() is None and time.monotonic() < deadline, executions(log)
+            time.sleep(0.005)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    hang.unlink()
+
+    record, again = resume(tmp_path, nb, directory)
+    outputs = results(record)
+    assert outputs["seed"] != results(first)["seed"]  # type: ignore[arg-type]
+    assert outputs["echo"] == ("completed", outputs["seed"][1] + "!")
+    assert again == ["echo"]  # seed's new result was kept; echo's old one was not
