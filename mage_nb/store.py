@@ -440,7 +440,13 @@ class StoredRun:
                     "their instances run again"
                 )
             else:
-                chunk = pickle.loads(data)
+                try:
+                    chunk = pickle.loads(data)
+                except Exception as exc:  # e.g. a class of the outputs changed since
+                    self.warnings.append(
+                        f"stored outputs {name} cannot be read ({type(exc).__name__}: {exc}): "
+                        "their instances run again"
+                    )
         self._loaded[seq] = chunk
         return chunk
 
@@ -465,11 +471,18 @@ class StoredRun:
             return None
         import pyarrow.parquet as pq
 
-        table = pq.read_table(io.BytesIO(data))
-        if kind == "pandas":
-            return table.to_pandas()
-        if schema is not None and not table.schema.equals(schema, check_metadata=True):
-            table = table.cast(schema)
+        try:
+            table = pq.read_table(io.BytesIO(data))
+            if kind == "pandas":
+                return table.to_pandas()
+            if schema is not None and not table.schema.equals(schema, check_metadata=True):
+                table = table.cast(schema)
+        except Exception as exc:
+            self.warnings.append(
+                f"the stored output of {uuid!r} ({name}) cannot be read "
+                f"({type(exc).__name__}: {exc}): it runs again"
+            )
+            return None
         return table
 
     def summary(self) -> RunSummary:

@@ -247,3 +247,39 @@ def test_fanout_names_and_metadata_survive_a_resume(tmp_path: Path) -> None:
         "completed",
         {"value": 11, "uuid": "leaf:user_1:b", "tier": "gold"},
     )
+
+
+def test_an_output_that_cannot_be_unpickled_any_more_runs_again(tmp_path: Path) -> None:
+    """A class of a stored output changed incompatibly between the run and the resume: the
+    chunk cannot be read, so its instances run again (with a warning), no traceback."""
+    module = tmp_path / "things.py"
+    module.write_text("class Thing:\n    def __init__(self, v):\n        self.v = v\n")
+    nb = notebook(
+        tmp_path / "nb.ipynb",
+        "from things import Thing",  # `python -m` runs with the working directory on sys.path
+        "%%loader thing\nnote(context.uuid)\nThing(7)",
+        "%%transformer value\nnote(context.uuid)\ngate(context.uuid)\nthing.v",
+    )
+    gate = tmp_path / "gate"
+    proc = mage_nb("run", nb, "--no-progress", gate=gate, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    directory = only_run(tmp_path / ".mage_nb" / "runs")
+    module.write_text(
+        "class Thing:\n"
+        "    def __init__(self, v):\n"
+        "        self.v = v\n"
+        "    def __setstate__(self, state):\n"
+        "        raise TypeError('Thing changed: old pickles are not valid')\n"
+    )
+    gate.touch()
+    log, out = tmp_path / "resume.log", tmp_path / "resume.json"
+    proc = mage_nb(
+        "run", nb, "--no-progress", "--resume", directory.name, "--json", out,
+        log=log, gate=gate, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert executions(log) == ["thing", "value"]
+    record = read_json(out)
+    assert results(record)["value"] == ("completed", 7)
+    [warning] = record["warnings"]  # type: ignore[misc]
+    assert "cannot be read (TypeError: Thing changed" in warning and "run again" in warning
