@@ -83,6 +83,8 @@ def run_notebook(
     pipeline = Pipeline(notebook.specs)
     listeners = list(listeners)
     stored: StoredRun | None = None
+    if resume and store is False:
+        raise PipelineError("store=False contradicts resume: a resumed run is a stored run")
     if store or resume:
         runs_dir = default_runs_dir(path) if store in (None, True) else Path(str(store))
         versions = block_versions(pipeline)

@@ -19,6 +19,9 @@ from store_support import (
     snapshot,
 )
 
+from mage_nb import run_notebook
+from mage_nb.engine.errors import PipelineError
+
 PLAIN = "note('prelude')"  # plain cells run before any block: a refusal comes first
 LOADER = "%%loader items --dynamic\nnote(context.uuid)\nlist(range(5))"
 WORK = "%%transformer work --reduce sum\nnote(context.uuid)\nitems * 10"
@@ -125,3 +128,12 @@ def test_same_params_again_are_allowed(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert executions(log) == ["prelude", "report"]
+
+
+def test_run_notebook_refuses_resume_without_the_store(failed_run: tuple[Path, Path]) -> None:
+    nb, directory = failed_run
+    before = snapshot(directory)
+    with pytest.raises(PipelineError, match="store=False contradicts resume"):
+        run_notebook(nb, store=False, resume=directory.name)
+    assert snapshot(directory) == before
+    assert not (Path.cwd() / "False").exists()
