@@ -1,0 +1,45 @@
+"""The run-store benchmark still runs end to end (``bench/store.py --smoke``); no timing is
+asserted, only that every case measured and the table and verdict were printed."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_store_bench_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "store.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "store.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    stdout = proc.stdout
+    assert "run store benchmark — n = 2,000 instances" in stdout, stdout
+    for label in (
+        "run_notebook, no store",
+        "run_notebook, store",
+        "run_notebook, resume (all restored)",
+        "mage-nb run --no-store (raw)",
+        "mage-nb run, store (raw)",
+        "mage-nb run --resume (raw)",
+        "store on disk after the run:",
+        "slow instances: sleep(0.001) each, n = 200",
+    ):
+        assert label in stdout, stdout
+    assert "targets" in stdout
+    assert len(re.findall(r"^  (PASS|FAIL)  recording the run", stdout, re.M)) == 1, stdout
+    assert "errors / wrong results" not in stdout, stdout
+    results = json.loads(out.read_text())
+    assert results["errors"] == []
+    assert all(row["seconds"] is not None for row in results["rows"])
+    assert results["store"]["chunks"] >= 1 and results["store"]["bytes"] > 0
+    assert results["sleep"]["chunks"] >= 1
