@@ -28,6 +28,8 @@ def test_store_bench_smoke(tmp_path: Path) -> None:
         "run_notebook, no store",
         "run_notebook, store",
         "run_notebook, resume (all restored)",
+        "run_notebook + CLI capture, no store",
+        "run_notebook + CLI capture, store",
         "mage-nb run --no-store (raw)",
         "mage-nb run, store (raw)",
         "mage-nb run --resume (raw)",
