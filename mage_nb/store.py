@@ -85,6 +85,10 @@ class Chunk:
         )
 
 
+_STREAM_NOT_KEPT = (
+    "its items streamed and were not kept, as the run kept no outputs; "
+    "what depends on it runs again too"
+)
 _PLAIN: dict[type, bool] = {}  # output type -> stored as a plain value (not Parquet)
 
 
@@ -224,7 +228,12 @@ class RunStoreWriter(RunListener):
             if inst.status != COMPLETED:
                 outputs[position] = None
             elif inst.fanout is not None:
-                special[position] = ("fanout", inst.fanout)
+                if outputs[position] is None and inst.fanout.size:
+                    # A stream's items are not kept when the run keeps no outputs: without
+                    # them its children cannot be made again, so it is not restorable.
+                    special[position] = ("unstored", _STREAM_NOT_KEPT)
+                else:
+                    special[position] = ("fanout", inst.fanout)
             else:
                 kind = type(outputs[position])
                 plain = _PLAIN.get(kind)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from store_support import (
     completed,
     executions,
@@ -283,3 +284,34 @@ def test_an_output_that_cannot_be_unpickled_any_more_runs_again(tmp_path: Path) 
     assert results(record)["value"] == ("completed", 7)
     [warning] = record["warnings"]  # type: ignore[misc]
     assert "cannot be read (TypeError: Thing changed" in warning and "run again" in warning
+
+
+STREAM = (
+    "%%loader items --dynamic\nnote(context.uuid)\n(i * 10 for i in range(6))",
+    "%%transformer work --reduce list\n"
+    "note(context.uuid)\n"
+    "if items == 30:\n"
+    "    gate(context.uuid)\n"
+    "items + 1",
+    "%%exporter total\nnote(context.uuid)\nwork",
+)
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["outputs-not-kept", "outputs-kept"])
+def test_a_completed_stream_resumes_with_all_its_items(tmp_path: Path, kept: bool) -> None:
+    """A streaming dynamic block completed and one child failed. Its items are in the store
+    only if the run kept its outputs (`--json`); if not, the stream and its children run
+    again — never a resume that silently drops the children it cannot name."""
+    nb = notebook(tmp_path / "nb.ipynb", *STREAM)
+    first = ("--json", tmp_path / "first.json") if kept else ()
+    directory, record, again = first_then_resume(tmp_path, nb, *first)
+    assert results(record)["total"] == ("completed", [1, 11, 21, 31, 41, 51])
+    assert len(record["block_runs"]) == 8  # type: ignore[arg-type]
+    if kept:
+        assert sorted(again) == ["total", "work:3"]
+        assert record["warnings"] == []
+    else:
+        assert sorted(again) == ["items", "total", *(f"work:{i}" for i in range(6))]
+        [warning] = record["warnings"]  # type: ignore[misc]
+        assert "'items' was not stored" in warning and "streamed" in warning
+    assert StoredRun(directory).status == "completed"
