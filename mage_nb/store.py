@@ -221,9 +221,7 @@ class RunStoreWriter(RunListener):
         runs = [p[0] for p in pending]
         outputs = [p[1] for p in pending]
         special: dict[int, tuple[Any, ...]] = {}
-        kept = [i for i, output in enumerate(outputs) if type(output) is RemoteOutput]
-        if kept:
-            _fetch(outputs, kept, special)
+        kept: list[int] = []  # outputs kept on Dask workers: fetched below, in one go
         for position, inst in enumerate(runs):
             if inst.status != COMPLETED:
                 outputs[position] = None
@@ -236,14 +234,19 @@ class RunStoreWriter(RunListener):
                     special[position] = ("fanout", inst.fanout)
             else:
                 kind = type(outputs[position])
+                if kind is RemoteOutput:
+                    kept.append(position)
+                    continue
                 plain = _PLAIN.get(kind)
                 if plain is None:
                     plain = _PLAIN[kind] = _frame_kind(outputs[position]) is None
                 if not plain:
-                    stored = self._parquet(outputs[position], f"{seq}-{position}")
-                    if stored is not None:
-                        special[position] = stored
-                        outputs[position] = None
+                    self._frame(outputs, special, position, seq)
+        if kept:
+            _fetch(outputs, kept, special)
+            for position in kept:
+                if position not in special and _frame_kind(outputs[position]) is not None:
+                    self._frame(outputs, special, position, seq)
         chunk = Chunk(
             [r.attempts for r in runs],
             [r.started for r in runs],
@@ -259,6 +262,15 @@ class RunStoreWriter(RunListener):
         self.db.execute(
             "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?)", (seq, name, _checksum(data), index)
         )
+
+    def _frame(
+        self, outputs: list[Any], special: dict[int, tuple[Any, ...]], position: int, seq: int
+    ) -> None:
+        """A DataFrame or Arrow table goes to its own Parquet file when Parquet holds it."""
+        stored = self._parquet(outputs[position], f"{seq}-{position}")
+        if stored is not None:
+            special[position] = stored
+            outputs[position] = None
 
     def _parquet(self, frame: Any, stem: str) -> tuple[Any, ...] | None:
         import io
