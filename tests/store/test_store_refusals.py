@@ -104,17 +104,20 @@ def test_fixing_the_block_that_failed_is_allowed_and_takes_effect(
     failed_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
     nb, directory = failed_run
-    notebook(nb, PLAIN, LOADER, WORK, FIXED)
+    added = "%%exporter extra\nnote(context.uuid)\nwork + 1"  # a new block: allowed too
+    notebook(nb, PLAIN, LOADER, WORK, FIXED, added)
     log = tmp_path / "resume.log"
     out = tmp_path / "resume.json"
     proc = mage_nb("run", nb, "--no-progress", "--resume", directory.name, "--json", out, log=log)
     assert proc.returncode == 0, proc.stderr
-    assert executions(log) == ["prelude", "report"]  # the fix ran; what completed was reused
+    # the fix and the new block ran; what completed was reused
+    assert sorted(executions(log)) == ["extra", "prelude", "report"]
     assert results(read_json(out))["report"] == ("completed", {"total": 100})
+    assert results(read_json(out))["extra"] == ("completed", 101)
     row = run_row(directory)
     assert (row["status"], row["resumes"]) == ("completed", 1)
     listing = mage_nb("runs", nb).stdout
-    assert "(resumed 1x)" in listing and "completed=7" in listing
+    assert "(resumed 1x)" in listing and "completed=8" in listing
 
 
 def test_same_params_again_are_allowed(tmp_path: Path) -> None:
