@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/sql.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/executors.py
+	$(BIN)/python bench/store.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
