@@ -92,6 +92,14 @@ _STREAM_NOT_KEPT = (
 _PLAIN: dict[type, bool] = {}  # output type -> stored as a plain value (not Parquet)
 
 
+def _is_plain(kind: type) -> bool:
+    """Whether outputs of this type are pickled into the chunk as they are."""
+    plain = _PLAIN.get(kind)
+    if plain is None:
+        plain = _PLAIN[kind] = kind is not RemoteOutput and _frame_kind_of(kind) is None
+    return plain
+
+
 def default_runs_dir(source: str | Path) -> Path:
     """Runs of a notebook are kept beside it (of an exported folder, inside it)."""
     path = Path(source)
@@ -127,10 +135,14 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _frame_kind(value: Any) -> str | None:
     """'pandas' or 'arrow' for outputs that go to Parquet (without importing either)."""
-    module = type(value).__module__.partition(".")[0]
-    if module == "pandas" and type(value).__name__ == "DataFrame":
+    return _frame_kind_of(type(value))
+
+
+def _frame_kind_of(kind: type) -> str | None:
+    module = kind.__module__.partition(".")[0]
+    if module == "pandas" and kind.__name__ == "DataFrame":
         return "pandas"
-    if module == "pyarrow" and type(value).__name__ == "Table":
+    if module == "pyarrow" and kind.__name__ == "Table":
         return "arrow"
     return None
 
@@ -166,10 +178,8 @@ class RunStoreWriter(RunListener):
     ):
         self.directory = directory
         self.outputs = directory / OUTPUTS
-        self.outputs.mkdir(parents=True, exist_ok=True)
-        self.db = _connect(directory / DATABASE)
-        row = self.db.execute("SELECT max(seq) FROM chunks").fetchone()
-        self._seq = int(row[0] or 0)
+        self.db: sqlite3.Connection  # opened when the run starts
+        self._seq = 0
         self._pending: list[tuple[BlockRun, Any]] = []
         self._notebook = notebook
         self._params = json.dumps(jsonable(dict(params)))
@@ -178,6 +188,12 @@ class RunStoreWriter(RunListener):
 
     # -- events ------------------------------------------------------------------------------
     def run_started(self, *, run: PipelineRun) -> None:
+        # Nothing is written before the run starts: a notebook refused before that (its
+        # prelude raised, a bad reduce strategy...) leaves no run directory behind.
+        self.outputs.mkdir(parents=True, exist_ok=True)
+        self.db = _connect(self.directory / DATABASE)
+        row = self.db.execute("SELECT max(seq) FROM chunks").fetchone()
+        self._seq = int(row[0] or 0)
         if self._resumed:
             self.db.execute(
                 "UPDATE run SET status='running', ended=NULL, resumes=resumes+1, versions=? "
@@ -220,28 +236,32 @@ class RunStoreWriter(RunListener):
         seq = self._seq
         runs = [p[0] for p in pending]
         outputs = [p[1] for p in pending]
+        statuses = [r.status for r in runs]
+        fanouts = [r.fanout for r in runs]
         special: dict[int, tuple[Any, ...]] = {}
         kept: list[int] = []  # outputs kept on Dask workers: fetched below, in one go
-        for position, inst in enumerate(runs):
-            if inst.status != COMPLETED:
-                outputs[position] = None
-            elif inst.fanout is not None:
-                if outputs[position] is None and inst.fanout.size:
-                    # A stream's items are not kept when the run keeps no outputs: without
-                    # them its children cannot be made again, so it is not restorable.
-                    special[position] = ("unstored", _STREAM_NOT_KEPT)
+        # Most chunks are all plain values: look at each instance only when some are not.
+        if (
+            any(s != COMPLETED for s in statuses)
+            or any(f is not None for f in fanouts)
+            or not all(map(_is_plain, set(map(type, outputs))))
+        ):
+            for position, fanout in enumerate(fanouts):
+                if statuses[position] != COMPLETED:
+                    outputs[position] = None
+                elif fanout is not None:
+                    if outputs[position] is None and fanout.size:
+                        # A stream's items are not kept when the run keeps no outputs: without
+                        # them its children cannot be made again, so it is not restorable.
+                        special[position] = ("unstored", _STREAM_NOT_KEPT)
+                    else:
+                        special[position] = ("fanout", fanout)
                 else:
-                    special[position] = ("fanout", inst.fanout)
-            else:
-                kind = type(outputs[position])
-                if kind is RemoteOutput:
-                    kept.append(position)
-                    continue
-                plain = _PLAIN.get(kind)
-                if plain is None:
-                    plain = _PLAIN[kind] = _frame_kind(outputs[position]) is None
-                if not plain:
-                    self._frame(outputs, special, position, seq)
+                    kind = type(outputs[position])
+                    if kind is RemoteOutput:
+                        kept.append(position)
+                    elif not _is_plain(kind):
+                        self._frame(outputs, special, position, seq)
         if kept:
             _fetch(outputs, kept, special)
             for position in kept:
@@ -258,7 +278,7 @@ class RunStoreWriter(RunListener):
         data = _dumps(chunk)
         name = f"chunk-{seq:06d}.pkl"
         _write_atomically(self.outputs / name, data)
-        index = pickle.dumps(([r.uuid for r in runs], [r.status for r in runs]), protocol=5)
+        index = pickle.dumps(([r.uuid for r in runs], statuses), protocol=5)
         self.db.execute(
             "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?)", (seq, name, _checksum(data), index)
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from store_support import executions, mage_nb, notebook, only_run, run_dirs
+from store_support import executions, mage_nb, notebook, only_run, run_dirs, snapshot
 
 CELLS = (
     "%%loader items --dynamic\nnote(context.uuid)\n[1, 2, 3]",
@@ -98,3 +98,28 @@ def test_an_exported_folder_keeps_its_runs_inside(tmp_path: Path) -> None:
     assert len(run_dirs(folder / ".mage_nb" / "runs")) == 1
     assert not (tmp_path / ".mage_nb").exists()
     assert len(mage_nb("runs", folder).stdout.splitlines()) == 2
+
+
+def test_a_notebook_refused_before_it_runs_leaves_no_run(tmp_path: Path) -> None:
+    """Exit 2 means nothing ran: nothing is recorded either (no empty run directory for
+    `mage-nb runs` to trip over)."""
+    for name, cells in (
+        ("prelude.ipynb", ("raise ValueError('broken prelude')", *CELLS)),
+        ("reduce.ipynb", (CELLS[0], "%%transformer work --reduce no_such_function\nitems")),
+    ):
+        proc = mage_nb("run", notebook(tmp_path / name, *cells), "--no-progress")
+        assert proc.returncode == 2, proc.stderr
+    assert everything_under(tmp_path) == []
+    listing = mage_nb("runs", tmp_path)
+    assert listing.stdout.startswith("no stored runs in") and listing.stderr == ""
+
+
+def test_a_resume_refused_by_its_prelude_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    nb = notebook(tmp_path / "nb.ipynb", *CELLS)
+    assert mage_nb("run", nb, "--no-progress", gate=tmp_path / "gate").returncode == 1
+    directory = only_run(tmp_path / ".mage_nb" / "runs")
+    before = snapshot(directory)
+    notebook(nb, "raise ValueError('broken prelude')", *CELLS)
+    proc = mage_nb("run", nb, "--no-progress", "--resume", directory.name)
+    assert proc.returncode == 2 and "broken prelude" in proc.stderr
+    assert snapshot(directory) == before
