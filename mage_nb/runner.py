@@ -115,7 +115,7 @@ def run_notebook(
             listeners=listeners,
             run_id=run_id,
             capture=capture,
-            connections=load_connections(Path(path).parent),
+            connections=load_connections(_project_dir(path)),
             keep_outputs=keep_outputs,
             setup=functools.partial(prelude_namespace, str(path)),
             executor_factory=lambda kind: make_executor(
@@ -156,3 +156,10 @@ def _stored_run(
             f"{stored.params}; resume without --param, or start a new run"
         )
     return stored
+
+
+def _project_dir(path: str | Path) -> Path:
+    """Where a notebook's config lives: beside the notebook, or inside an exported folder."""
+    source = Path(path)
+    return source if source.is_dir() else source.parent
+
