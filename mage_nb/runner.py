@@ -162,4 +162,3 @@ def _project_dir(path: str | Path) -> Path:
     """Where a notebook's config lives: beside the notebook, or inside an exported folder."""
     source = Path(path)
     return source if source.is_dir() else source.parent
-
