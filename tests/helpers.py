@@ -159,3 +159,24 @@ def wait_for(path: Path, seconds: float) -> bool:
     """``wait_for`` in the test process."""
     wait: Any = WAIT_FOR["wait_for"]
     return bool(wait(str(path), seconds))
+
+
+#: Known engine bug (remove once fixed): on the process and Dask executors the --timeout
+#: deadline of an instance counts from when the scheduler sends it, not from when it starts
+#: running, so time spent waiting for a worker (the pool starting, or queued behind another
+#: instance) counts too and short instances fail with TimeoutError now and then. Tests with
+#: siblings of a stuck instance are flaky there, hence not strict;
+#: ``test_time_spent_waiting_for_a_worker_does_not_count_towards_the_timeout`` pins it down.
+REMOTE_TIMEOUT_COUNTS_QUEUEING = pytest.mark.xfail(
+    strict=False,
+    reason="engine bug: on processes/Dask the --timeout deadline counts from dispatch, so "
+    "time waiting for a worker makes short sibling instances fail with TimeoutError (flaky)",
+)
+
+#: Where a timed-out instance can be abandoned: not the sync executor, which runs a body
+#: inline and cannot give up on it.
+TIMEOUT_EXECUTORS = on_executors(
+    "threads",
+    pytest.param("processes", marks=REMOTE_TIMEOUT_COUNTS_QUEUEING),
+    pytest.param("dask", marks=REMOTE_TIMEOUT_COUNTS_QUEUEING),
+)

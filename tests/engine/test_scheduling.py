@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from helpers import (
+    TIMEOUT_EXECUTORS,
     WAIT_FOR,
     build_run,
     note_to,
@@ -483,19 +484,8 @@ def test_listener_sees_each_instance_created_and_finished_exactly_once(executor:
         assert kinds[-1] == "finished"
 
 
-REMOTE_TIMEOUT_IGNORED = pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: --timeout is never enforced for instances sent to a remote executor "
-    "(processes, Dask): slow:1 completes instead of failing with TimeoutError",
-)
-
-
-# Not on the sync executor: it runs a body inline and cannot abandon it when it overruns.
-@on_executors(
-    "threads",
-    pytest.param("processes", marks=REMOTE_TIMEOUT_IGNORED),
-    pytest.param("dask", marks=REMOTE_TIMEOUT_IGNORED),
-)
+# On threads, processes and Dask (TIMEOUT_EXECUTORS): the sync executor cannot abandon a body.
+@TIMEOUT_EXECUTORS
 def test_timed_out_instance_is_finished_once_even_when_its_body_returns_later(
     executor: Any,
 ) -> None:
