@@ -4,23 +4,26 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit lab bench clean
+.PHONY: install demo test lint typecheck unit labtest lab bench clean
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	bash scripts/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	SKIP_JUPYTER_BUILDER=1 $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The JupyterLab extension is built (or reused) by labextension/build.py: a no-op when
+# labextension/ is unchanged, a copy from ~/.cache/mage_nb when another clone built it.
 install: $(STAMP)
+	$(BIN)/python labextension/build.py
 
 ## make demo: run the example notebook headless and print its run tree
 demo: install
 	$(BIN)/mage-nb run notebooks/dynamic_users.ipynb --tree
 
 ## make test: lint, type-check and run every test
-test: lint typecheck unit
+test: lint typecheck labtest unit
 
 lint: install
 	$(BIN)/ruff check mage_nb tests bench
@@ -31,6 +34,10 @@ typecheck: install
 
 unit: install
 	$(BIN)/pytest
+
+## make labtest: the JupyterLab extension's TypeScript unit tests (header parser, badges, DAG)
+labtest: install
+	$(BIN)/python labextension/build.py test
 
 ## make lab: open JupyterLab on the example notebooks
 lab: install

@@ -39,6 +39,11 @@ def load_ipython_extension(ipython: object) -> None:
     load(ipython)
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab extension (``labextension/``, built into ``mage_nb/labextension``)."""
+    return [{"src": "labextension", "dest": "mage-nb"}]
+
+
 __all__ = [
     "BlockRun",
     "Context",

@@ -21,7 +21,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
-from . import capture
+from . import capture, lab
 from .engine.errors import PipelineError
 from .engine.events import RunListener
 from .engine.executors import Executor
@@ -126,6 +126,7 @@ class PipelineMagics(Magics):
             print(note, file=sys.stderr)
         if spec.no_run:
             print(f"registered block {spec.name!r} (not run: --no-run)")
+            lab.publish(self.session)
             return None
         record = self._execute([spec.name])
         runs = list(record.instances(spec.name))
@@ -190,6 +191,7 @@ class PipelineMagics(Magics):
         finally:
             if executor is not None:
                 executor.close(wait=False)
+            lab.publish(self.session)  # the lab extension's panel: statuses of this run
         if widget is not None:
             widget.attach(record)
         self._report_failures(record, targets)
@@ -277,6 +279,7 @@ class PipelineMagics(Magics):
                 record = self.session.complete(run)
             finally:
                 executor.close(wait=False)
+                lab.publish(self.session)
             if widget is not None:
                 widget.attach(record)
 
@@ -419,5 +422,6 @@ class PipelineMagics(Magics):
 def load(shell: Any) -> PipelineMagics:
     magics = PipelineMagics(shell)
     shell.register_magics(magics)
+    lab.load(magics)
     capture.install(shell)
     return magics
