@@ -409,14 +409,15 @@ class Run(StreamMixin):
         return any(timer[2] == _RETRY for timer in self._timers)
 
     def _dispatch(self) -> None:
-        while self._ready and self._outstanding < self._capacity:
+        while self._ready and self._outstanding < self._capacity and not self._cancel_requested:
             candidates = [s for s in self._ready if s.running < s.max_concurrency]
             if not candidates:
                 return
             state = max(candidates, key=_depth)
             ready = state.ready
             size = min(
-                -(-len(ready) // state.executor.workers),
+                # guided: batches shrink as the queue drains, so workers finish together
+                -(-len(ready) // (2 * state.executor.workers)),
                 state.batch_cap,
                 state.max_concurrency - state.running,
             )
