@@ -55,6 +55,10 @@ class SyncExecutor:
 _STOP = object()
 
 
+def _ready() -> None:
+    """A no-op task: returns once a worker process is up."""
+
+
 class ThreadExecutor:
     """A pool of daemon worker threads fed from one queue."""
 
@@ -138,8 +142,12 @@ class ProcessExecutor:
         self._lock = threading.Lock()
 
     def start(self, program: bytes) -> None:
+        """Start every worker (each runs the prelude) before the run's clock starts, so
+        start-up time never counts against an instance's --timeout."""
         self._program = program
         self._new_pool()
+        for future in [self._pool.submit(_ready) for _ in range(self.workers)]:
+            future.result()
 
     def _new_pool(self) -> None:
         import multiprocessing
@@ -281,8 +289,19 @@ class DaskExecutor:
         )
 
         def finished(f: Any) -> None:
+            # Dask runs every future's callbacks on one shared thread: never block it. A
+            # batch still running when the run ended (an abandoned timed-out call) ends
+            # after its client closed, and asking for its result then would wait forever.
+            if self._client is None:
+                return
+            status = f.status
             try:
-                done(f.result())
+                if status == "finished":
+                    done(f.result(timeout=60))
+                elif status == "error":
+                    done(f.exception(timeout=60))
+                else:
+                    done(RuntimeError(f"the Dask task ended as {status!r}"))
             except BaseException as exc:
                 done(exc)
 

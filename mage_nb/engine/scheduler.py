@@ -277,6 +277,10 @@ class Run(StreamMixin):
                 state.executor, "target_batch_seconds", _TARGET_BATCH_SECONDS
             )
             state.max_batch = getattr(state.executor, "max_batch", _MAX_BATCH)
+            if state.timeout and getattr(state.executor, "remote", False):
+                # The deadline counts from sending (a worker process cannot say when it
+                # starts): send no more timed instances than there are workers to start them.
+                state.max_concurrency = min(state.max_concurrency, state.executor.workers)
 
     def _prepare(self, block: Block) -> BlockState:
         spec = block.spec

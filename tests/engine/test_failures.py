@@ -527,17 +527,17 @@ def test_timed_out_instance_counts_as_failed_in_a_reduce(
 
 
 QUEUEING_IS_TIMED = pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: on processes/Dask the --timeout deadline counts from dispatch: "
-    "steady:2 and steady:3 wait ~0.3 s for one of the 2 workers (on processes steady:0 also "
-    "waits for the pool to start) and fail with TimeoutError, though none runs over 0.3 s",
+    strict=False,
+    reason="known limit: on Dask the --timeout deadline counts from sending; the run sends "
+    "no more timed instances than there are workers, but on the shared test cluster a worker "
+    "may still be busy with an abandoned call from an earlier test",
 )
 
 
 # Not on the sync executor: it runs one instance at a time, inline.
 @on_executors(
     "threads",
-    pytest.param("processes", marks=QUEUEING_IS_TIMED),
+    "processes",
     pytest.param("dask", marks=QUEUEING_IS_TIMED),
 )
 def test_time_spent_waiting_for_a_worker_does_not_count_towards_the_timeout(
