@@ -9,39 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mage_support import mage_venv_python
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "mage_project"
 DRIVER = ROOT / "tests" / "mage_driver.py"
 VENV = Path(os.environ.get("MAGE_VENV") or ROOT / ".mage-venv")
 
-# Failures of the install that mean PyPI cannot be reached, as opposed to a broken script.
-UNREACHABLE = re.compile(
-    r"Could not find a version|No matching distribution|NewConnectionError|"
-    r"Temporary failure in name resolution|Network is unreachable|ConnectionError",
-)
-
 
 @pytest.fixture(scope="module")
 def mage_python() -> Path:
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "mage-venv.sh")],
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    if done.returncode != 0:
-        if UNREACHABLE.search(done.stderr):
-            pytest.skip(f"mage-ai==0.9.80 cannot be installed from PyPI here: {done.stderr[-500:]}")
-        pytest.fail(f"scripts/mage-venv.sh failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return VENV / "bin" / "python"
+    return mage_venv_python()
 
 
 def drive(
