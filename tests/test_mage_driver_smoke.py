@@ -20,7 +20,6 @@ from mage_support import mage_venv_python
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "mage_project"
 DRIVER = ROOT / "tests" / "mage_driver.py"
-VENV = Path(os.environ.get("MAGE_VENV") or ROOT / ".mage-venv")
 
 
 @pytest.fixture(scope="module")
