@@ -394,6 +394,23 @@ def verdict(value: float | None, floor: float) -> str:
     return "N/A " if value is None else ("PASS" if value >= floor else "FAIL")
 
 
+def repeat_ratios(m: Measurements, case: str, n: int) -> list[float]:
+    """Threads' time ÷ this case's, repeat by repeat (each pair ran minutes apart at most:
+    on a shared machine their spread shows how much the median can be trusted)."""
+    threads = [s["seconds"] for s in m.samples.get(("cpu_threads", n), [])]
+    other = [s["seconds"] for s in m.samples.get((case, n), [])]
+    if len(threads) != len(other):
+        return []
+    return [t / o for t, o in zip(threads, other) if o]
+
+
+def spread(m: Measurements, case: str, n: int) -> str:
+    ratios = repeat_ratios(m, case, n)
+    if len(ratios) < 2:
+        return ""
+    return f" (per repeat {min(ratios):.2f}–{max(ratios):.2f}×)"
+
+
 def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
     """Print the tables and return the summary (what ``--json`` saves, with the samples)."""
     tiny_n: int = cfg["tiny_n"]
@@ -512,10 +529,12 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
     print(
         f"  {verdict(proc_ratio, CPU_RATIO_TARGET)}  CPU-bound, processes throughput vs threads: "
         f"{fmt(proc_ratio, '.2f')}× ≥ {CPU_RATIO_TARGET:g}×{cpu_note}"
+        f"{spread(m, 'cpu_processes', cpu_n)}"
     )
     print(
         f"  {verdict(dask_ratio, CPU_RATIO_TARGET)}  CPU-bound, dask throughput vs threads: "
         f"{fmt(dask_ratio, '.2f')}× ≥ {CPU_RATIO_TARGET:g}×{cpu_note}"
+        f"{spread(m, 'cpu_dask', cpu_n)}"
     )
     if m.errors:
         print()
@@ -533,6 +552,8 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
             "processes_pass": proc_ratio is not None and proc_ratio >= CPU_RATIO_TARGET,
             "dask_vs_threads": dask_ratio,
             "dask_pass": dask_ratio is not None and dask_ratio >= CPU_RATIO_TARGET,
+            "processes_per_repeat": repeat_ratios(m, "cpu_processes", cpu_n),
+            "dask_per_repeat": repeat_ratios(m, "cpu_dask", cpu_n),
             "tiny_n": tiny_n,
             "cpu_n": cpu_n,
         },

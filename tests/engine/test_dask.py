@@ -48,6 +48,52 @@ def test_instances_run_on_the_cluster_workers(cluster: Cluster, tmp_path: Path) 
     assert len(pids) == 2
 
 
+def test_a_batch_keeps_the_gil_in_long_turns_and_gives_the_worker_its_own_back(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """CPU-bound blocks on a Dask worker are not cut every 5 ms by its event loop
+    (``remote._LongGilTurns``); the worker's own setting is back once the batch ends."""
+    from distributed import Client
+
+    from mage_nb.engine import remote
+
+    nb = write_notebook(
+        tmp_path / "turns.ipynb",
+        [
+            "import sys",
+            "%%loader items --dynamic\nlist(range(4))",
+            "%%transformer turn\nsys.getswitchinterval() + 0 * items",
+        ],
+    )
+    run = mage_nb.run_notebook(nb, executor="dask", address=cluster.address)
+    assert run.status == "completed"
+    assert [r.output for r in run.instances("turn")] == [
+        pytest.approx(remote._LongGilTurns.seconds)
+    ] * 4
+    default = sys.getswitchinterval()  # Python's, 5 ms
+    with Client(cluster.address, set_as_default=False) as client:
+        # (polled: a batch abandoned by an earlier test's timeout may still be running)
+        deadline = time.monotonic() + 30
+        while set(client.run(sys.getswitchinterval).values()) != {default}:
+            assert time.monotonic() < deadline, client.run(sys.getswitchinterval)
+            time.sleep(0.2)
+
+
+def test_long_gil_turns_are_restored_only_when_the_last_batch_leaves() -> None:
+    """A worker with several threads runs overlapping batches: the first one out must not
+    restore the short turn while another is still running."""
+    from mage_nb.engine.remote import _LongGilTurns
+
+    default = sys.getswitchinterval()
+    turns = _LongGilTurns()
+    turns.__enter__()
+    turns.__enter__()  # a second thread's batch starts
+    turns.__exit__(None, None, None)  # the first one ends
+    assert sys.getswitchinterval() == pytest.approx(turns.seconds)
+    turns.__exit__(None, None, None)
+    assert sys.getswitchinterval() == default
+
+
 def test_a_worker_killed_mid_run_loses_no_instance(cluster: Cluster, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
