@@ -176,34 +176,25 @@ function pyFloat(text: string): number | null {
 }
 
 type Converter = { name: string; convert: (text: string) => number | null };
-const positiveInt: Converter = {
-  name: 'positive integer',
-  convert: t => {
-    const v = pyInt(t);
-    return v !== null && v >= 1 ? v : null;
-  }
-};
-const nonNegativeInt: Converter = {
-  name: 'non-negative integer',
-  convert: t => {
-    const v = pyInt(t);
-    return v !== null && v >= 0 ? v : null;
-  }
-};
-const nonNegativeFloat: Converter = {
-  name: 'non-negative number',
-  convert: t => {
-    const v = pyFloat(t);
-    return v !== null && v >= 0 ? v : null;
-  }
-};
-const positiveFloat: Converter = {
-  name: 'positive number',
-  convert: t => {
-    const v = pyFloat(t);
-    return v !== null && v > 0 ? v : null;
-  }
-};
+
+/** A number read by `parse` (pyInt or pyFloat), taken if > 0 (`positive`) or else if >= 0. */
+function numberConverter(
+  name: string,
+  parse: (text: string) => number | null,
+  positive: boolean
+): Converter {
+  return {
+    name,
+    convert: t => {
+      const v = parse(t);
+      return v !== null && (positive ? v > 0 : v >= 0) ? v : null;
+    }
+  };
+}
+const positiveInt = numberConverter('positive integer', pyInt, true);
+const nonNegativeInt = numberConverter('non-negative integer', pyInt, false);
+const nonNegativeFloat = numberConverter('non-negative number', pyFloat, false);
+const positiveFloat = numberConverter('positive number', pyFloat, true);
 
 interface OptionDef {
   dest: string;
@@ -293,23 +284,17 @@ function parseOptions(words: string[]): { ns: Record<string, unknown>; extra: st
         throw new HeaderError(`argument ${option}: ignored explicit argument ${pyRepr(explicit)}`);
       }
       ns[def.dest] = true;
-    } else if (def.nargs === 1) {
+    } else if (def.nargs === 1 || def.nargs === '?') {
+      // one value: `--opt=value`, else the next 'A' word, else `const` ('?') or an error (1)
       if (explicit !== null) {
         ns[def.dest] = convert(option, def, explicit);
       } else if (following.length >= 1) {
         ns[def.dest] = convert(option, def, following[0]);
         i++;
+      } else if (def.nargs === '?') {
+        ns[def.dest] = def.const;
       } else {
         throw new HeaderError(`argument ${option}: expected one argument`);
-      }
-    } else if (def.nargs === '?') {
-      if (explicit !== null) {
-        ns[def.dest] = convert(option, def, explicit);
-      } else if (following.length >= 1) {
-        ns[def.dest] = convert(option, def, following[0]);
-        i++;
-      } else {
-        ns[def.dest] = def.const;
       }
     } else {
       if (explicit !== null) {
