@@ -5,7 +5,9 @@ serves a temporary copy of ``notebooks/``, and keeps its config, data, runtime, 
 workspaces in a temporary directory (the venv's own ``share/jupyter`` stays on the search path,
 so the prebuilt anywidget and ipywidgets lab extensions are found). Settings that would reach
 the network (news, update checks, the PyPI extension manager) are off. Chromium is Debian's
-``chromium`` driven by Playwright's Python API with ``executable_path``.
+``chromium`` driven by Playwright's Python API with ``executable_path``. A test opens a notebook
+with ``open_notebook``, waits for its kernel with ``kernel_idle`` and fails with the browser
+console's last lines through ``fail``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -41,6 +43,7 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 SERVER_START_S = 60
+SECOND = 1000  # Playwright waits are in milliseconds
 
 # Plugin settings written as the user's settings: no news or update checks (network), and no
 # notebook windowing, so every cell stays in the DOM while the test looks for it.
@@ -56,6 +59,14 @@ DISABLED_PLUGINS = {
     "@jupyterlab/apputils-extension:announcements": True,
     "@jupyterlab/extensionmanager-extension:plugin": True,
 }
+# The notebook's kernel status, or "dialog" while JupyterLab asks which kernel to start (the
+# example notebooks carry no kernelspec metadata). Needs LabApp.expose_app_in_browser.
+KERNEL_STATE = """() => {
+    if (document.querySelector(".jp-Dialog")) return "dialog";
+    const widget = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const session = widget && widget.sessionContext && widget.sessionContext.session;
+    return session && session.kernel ? session.kernel.status : "";
+}"""
 
 
 @dataclass
@@ -222,9 +233,11 @@ def console_log() -> list[str]:
 def page(
     browser: Any, console_log: list[str], artifacts: Path, request: pytest.FixtureRequest
 ) -> Iterator[Any]:
-    """A fresh page; on failure its screenshot and console log are kept in artifacts/browser/."""
+    """A fresh page (Playwright waits 30 s by default); on failure its screenshot and console log
+    are kept in artifacts/browser/."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
+    page.set_default_timeout(30 * SECOND)
     page.on("console", lambda msg: console_log.append(f"[{msg.type}] {msg.text}"))
     page.on("pageerror", lambda exc: console_log.append(f"[pageerror] {exc}"))
     try:
@@ -241,3 +254,59 @@ def page(
                 "\n".join(console_log) + "\n", encoding="utf-8"
             )
         context.close()
+
+
+@pytest.fixture
+def fail(console_log: list[str]) -> Callable[[str, Exception], NoReturn]:
+    """``fail(what, exc)``: fail the test saying what went wrong, with the last console lines."""
+
+    def fail_(what: str, exc: Exception) -> NoReturn:
+        recent = "\n".join(console_log[-15:]) or "(console empty)"
+        pytest.fail(f"{what}: {exc}\nlast browser console lines:\n{recent}", pytrace=False)
+
+    return fail_
+
+
+@pytest.fixture
+def kernel_idle(page: Any) -> Callable[..., None]:
+    """``kernel_idle(timeout_s=45)``: wait for the current notebook's kernel to be idle,
+    accepting the kernel dialog (Python 3) if it shows."""
+    from playwright.sync_api import expect
+
+    def kernel_idle_(timeout_s: float = 45) -> None:
+        handle = page.wait_for_function(
+            f"() => {{ const s = ({KERNEL_STATE})(); return (s === 'idle' || s === 'dialog') && s; }}",
+            timeout=timeout_s * SECOND,
+        )
+        if handle.json_value() == "dialog":
+            dialog = page.locator(".jp-Dialog")
+            expect(dialog).to_contain_text("Select Kernel")  # and not some other question
+            dialog.locator(".jp-Dialog-button.jp-mod-accept").click()  # "Select"
+            dialog.wait_for(state="detached")
+            page.wait_for_function(
+                f"() => ({KERNEL_STATE})() === 'idle'", timeout=timeout_s * SECOND
+            )
+
+    return kernel_idle_
+
+
+@pytest.fixture
+def open_notebook(
+    lab_server: LabServer,
+    page: Any,
+    kernel_idle: Callable[..., None],
+    fail: Callable[[str, Exception], NoReturn],
+) -> Callable[[str], None]:
+    """``open_notebook(path)``: the page opens a notebook of the server's notebooks/ copy and
+    waits for its kernel to be idle; the test fails (with the console) if it does not."""
+    from playwright.sync_api import Error
+
+    def open_notebook_(path: str) -> None:
+        page.goto(lab_server.lab_url(path))
+        try:
+            page.locator(".jp-NotebookPanel").first.wait_for(state="visible", timeout=45 * SECOND)
+            kernel_idle()
+        except (Error, AssertionError) as exc:
+            fail(f"{path} did not open with an idle kernel", exc)
+
+    return open_notebook_

@@ -9,8 +9,9 @@ output appears inline. Screenshots of the page and of the widget are kept in
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -21,51 +22,18 @@ USERS = ("for_user_1", "for_user_2", "for_user_3")
 SECOND = 1000  # Playwright waits are in milliseconds
 
 
-def _fail(what: str, exc: Exception, console: list[str]) -> None:
-    recent = "\n".join(console[-15:]) or "(console empty)"
-    pytest.fail(f"{what}: {exc}\nlast browser console lines:\n{recent}", pytrace=False)
-
-
-# The notebook's kernel status, or "dialog" while JupyterLab asks which kernel to start (the
-# example notebooks carry no kernelspec metadata). Needs LabApp.expose_app_in_browser.
-KERNEL_STATE = """() => {
-    if (document.querySelector(".jp-Dialog")) return "dialog";
-    const widget = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-    const session = widget && widget.sessionContext && widget.sessionContext.session;
-    return session && session.kernel ? session.kernel.status : "";
-}"""
-
-
-def _kernel_idle(page: Any, timeout_s: float = 45) -> None:
-    """Wait for an idle kernel, accepting the kernel dialog (Python 3) if it shows."""
-    from playwright.sync_api import expect
-
-    handle = page.wait_for_function(
-        f"() => {{ const s = ({KERNEL_STATE})(); return (s === 'idle' || s === 'dialog') && s; }}",
-        timeout=timeout_s * SECOND,
-    )
-    if handle.json_value() == "dialog":
-        dialog = page.locator(".jp-Dialog")
-        expect(dialog).to_contain_text("Select Kernel")  # and not some other question
-        dialog.locator(".jp-Dialog-button.jp-mod-accept").click()  # "Select"
-        dialog.wait_for(state="detached")
-        page.wait_for_function(f"() => ({KERNEL_STATE})() === 'idle'", timeout=timeout_s * SECOND)
-
-
 @pytest.mark.timeout(120)
 def test_run_tree_in_jupyterlab(
-    lab_server: Any, page: Any, console_log: list[str], artifacts: Path
+    open_notebook: Callable[[str], None],
+    kernel_idle: Callable[..., None],
+    fail: Callable[[str, Exception], NoReturn],
+    page: Any,
+    console_log: list[str],
+    artifacts: Path,
 ) -> None:
-    from playwright.sync_api import Error, expect
+    from playwright.sync_api import expect
 
-    page.set_default_timeout(30 * SECOND)
-    page.goto(lab_server.lab_url(NOTEBOOK))
-
-    try:
-        page.locator(".jp-NotebookPanel").first.wait_for(state="visible", timeout=45 * SECOND)
-        _kernel_idle(page)
-    except (Error, AssertionError) as exc:
-        _fail(f"{NOTEBOOK} did not open with an idle kernel", exc, console_log)
+    open_notebook(NOTEBOOK)
 
     # Run → Run All Cells, as a user would.
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
@@ -76,8 +44,8 @@ def test_run_tree_in_jupyterlab(
     try:
         expect(tree.locator(".mnb-status")).to_have_text("completed", timeout=60 * SECOND)
     except AssertionError as exc:
-        _fail("the run tree of the last block cell did not show a completed run", exc, console_log)
-    _kernel_idle(page)
+        fail("the run tree of the last block cell did not show a completed run", exc)
+    kernel_idle()
     prompts = page.locator(".jp-CodeCell .jp-InputPrompt")
     expect(prompts).to_have_text([re.compile(r"^\[\d+\]:$")] * prompts.count())
     # JupyterLab renders tracebacks (and stderr) with this mime type; the notebook prints neither.
@@ -98,7 +66,7 @@ def test_run_tree_in_jupyterlab(
         expect(detail).to_be_visible(timeout=15 * SECOND)
         expect(detail.locator(".mnb-section", has_text="Output")).to_contain_text("'sessions': 12")
     except AssertionError as exc:
-        _fail(f"clicking {INSTANCE} did not show its output", exc, console_log)
+        fail(f"clicking {INSTANCE} did not show its output", exc)
     expect(detail.locator(".mnb-detail-head")).to_contain_text("completed")
 
     detail.scroll_into_view_if_needed()

@@ -12,8 +12,9 @@ writing the folder and saying so; the panel in the dark theme. Screenshots go to
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -26,33 +27,6 @@ BLOCKS = [
     ("transformer", "compute_engagement_score"),
     ("exporter", "engagement_report"),
 ]
-KERNEL_STATE = """() => {
-    if (document.querySelector(".jp-Dialog")) return "dialog";
-    const widget = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-    const session = widget && widget.sessionContext && widget.sessionContext.session;
-    return session && session.kernel ? session.kernel.status : "";
-}"""
-
-
-def _fail(what: str, exc: Exception, console: list[str]) -> None:
-    recent = "\n".join(console[-15:]) or "(console empty)"
-    pytest.fail(f"{what}: {exc}\nlast browser console lines:\n{recent}", pytrace=False)
-
-
-def _kernel_idle(page: Any, timeout_s: float = 45) -> None:
-    """Wait for an idle kernel, accepting the kernel dialog (Python 3) if it shows."""
-    from playwright.sync_api import expect
-
-    handle = page.wait_for_function(
-        f"() => {{ const s = ({KERNEL_STATE})(); return (s === 'idle' || s === 'dialog') && s; }}",
-        timeout=timeout_s * SECOND,
-    )
-    if handle.json_value() == "dialog":
-        dialog = page.locator(".jp-Dialog")
-        expect(dialog).to_contain_text("Select Kernel")
-        dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
-        dialog.wait_for(state="detached")
-        page.wait_for_function(f"() => ({KERNEL_STATE})() === 'idle'", timeout=timeout_s * SECOND)
 
 
 def _cell_index(cells: Any, first_line: str) -> int:
@@ -72,24 +46,24 @@ def _replace_first_line(page: Any, cell: Any, text: str) -> None:
 
 @pytest.mark.timeout(240)
 def test_badges_commands_and_panel(
-    lab_server: Any, page: Any, console_log: list[str], artifacts: Path
+    open_notebook: Callable[[str], None],
+    kernel_idle: Callable[..., None],
+    fail: Callable[[str, Exception], NoReturn],
+    lab_server: Any,
+    page: Any,
+    console_log: list[str],
+    artifacts: Path,
 ) -> None:
-    from playwright.sync_api import Error, expect
+    from playwright.sync_api import expect
 
-    page.set_default_timeout(30 * SECOND)
-    page.goto(lab_server.lab_url(NOTEBOOK))
-    try:
-        page.locator(".jp-NotebookPanel").first.wait_for(state="visible", timeout=45 * SECOND)
-        _kernel_idle(page)
-    except (Error, AssertionError) as exc:
-        _fail(f"{NOTEBOOK} did not open with an idle kernel", exc, console_log)
+    open_notebook(NOTEBOOK)
 
     # -- badges, before anything ran ----------------------------------------------------------
     badges = page.locator(".jp-Notebook .mnb-badge")
     try:
         expect(badges).to_have_count(len(BLOCKS), timeout=20 * SECOND)
     except AssertionError as exc:
-        _fail("no badge on every block cell", exc, console_log)
+        fail("no badge on every block cell", exc)
     for badge, (kind, name) in zip(badges.all(), BLOCKS):
         expect(badge).to_have_attribute("data-kind", kind)
         expect(badge).to_have_attribute("data-name", name)
@@ -124,7 +98,7 @@ def test_badges_commands_and_panel(
     page.locator(".jp-CodeCell", has_text="%load_ext mage_nb").locator(".jp-InputPrompt").click()
     page.keyboard.press("Shift+Enter")
     page.keyboard.press("Shift+Enter")
-    _kernel_idle(page)
+    kernel_idle()
     toolbar = page.locator(".jp-NotebookPanel-toolbar")
     toolbar.locator('[data-command="mage-nb:run-pipeline"]').click()
 
@@ -135,7 +109,7 @@ def test_badges_commands_and_panel(
             "completed", timeout=60 * SECOND
         )
     except AssertionError as exc:
-        _fail("Run pipeline did not show a completed run tree in the panel", exc, console_log)
+        fail("Run pipeline did not show a completed run tree in the panel", exc)
     names = [name if name != "clean_column_names" else "clean_columns" for _, name in BLOCKS]
     items = panel.locator(".mnb-block-item")
     try:
@@ -145,7 +119,7 @@ def test_badges_commands_and_panel(
                 "data-status", "completed", timeout=20 * SECOND
             )
     except AssertionError as exc:
-        _fail("the panel did not show every block completed", exc, console_log)
+        fail("the panel did not show every block completed", exc)
     expect(items.filter(has_text="anonymize_user_data")).to_contain_text("3 ✓")
     expect(items.filter(has_text="engagement_report")).to_contain_text("1 ✓")
     expect(panel.locator(".mnb-status-completed.node, g.node.mnb-status-completed")).to_have_count(
@@ -179,7 +153,7 @@ def test_badges_commands_and_panel(
     try:
         expect(toast).to_be_visible(timeout=30 * SECOND)
     except AssertionError as exc:
-        _fail("Export pipeline… did not report the export", exc, console_log)
+        fail("Export pipeline… did not report the export", exc)
     out = lab_server.root_dir / "export" / "dynamic_users-python"
     assert (out / "pipeline.toml").is_file(), f"no pipeline.toml in {out}"
     assert "clean_columns" in (out / "pipeline.toml").read_text(encoding="utf-8")
