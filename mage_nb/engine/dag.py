@@ -20,11 +20,12 @@ import hashlib
 import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from .code import BodyInfo, analyse, block_references
+from .code import BodyInfo, CompiledBody, analyse, block_references, compile_body
 from .errors import BlockCodeError, GraphError, PipelineError
 from .spec import BlockSpec
-from .sql import SqlInfo, analyse_sql, dialect_of, sql_references
+from .sql import SqlBody, SqlInfo, SqlResources, analyse_sql, dialect_of, sql_references
 
 
 @dataclass
@@ -52,6 +53,23 @@ class Block:
     @property
     def reduce(self) -> str | None:
         return self.spec.reduce
+
+    def compile(self, namespace: dict[str, Any], sql: SqlResources) -> CompiledBody | SqlBody:
+        """The body its instances call: compiled once per run (or per worker process)."""
+        spec = self.spec
+        if spec.kind == "sql":
+            assert self.sql is not None
+            return SqlBody(
+                spec.name, spec.source, self.upstream, namespace, sql, spec.connection, self.sql
+            )
+        return compile_body(
+            spec.source,
+            spec.name,
+            self.upstream,
+            namespace,
+            info=self.info,
+            header=spec.header,
+        )
 
 
 def _describe(spec: BlockSpec) -> str:

@@ -26,13 +26,12 @@ from typing import Any
 import cloudpickle
 
 from . import handles
-from .code import compile_body
 from .dag import Pipeline
 from .errors import FanoutError
 from .fanout import normalise
 from .instance import ErrorInfo
 from .spec import BlockSpec
-from .sql import SqlBody, SqlResources
+from .sql import SqlResources
 
 
 @dataclass(frozen=True)
@@ -97,28 +96,7 @@ class _Worker:
     def body(self, name: str) -> Any:
         body = self.bodies.get(name)
         if body is None:
-            block = self.pipeline[name]
-            spec = block.spec
-            if spec.kind == "sql":
-                assert block.sql is not None
-                body = SqlBody(
-                    name,
-                    spec.source,
-                    block.upstream,
-                    self.namespace,
-                    self.sql,
-                    spec.connection,
-                    block.sql,
-                )
-            else:
-                body = compile_body(
-                    spec.source,
-                    name,
-                    block.upstream,
-                    self.namespace,
-                    info=block.info,
-                    header=spec.header,
-                )
+            body = self.pipeline[name].compile(self.namespace, self.sql)
             self.bodies[name] = body
         return body
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from . import handles, remote
-from .code import CompiledBody, compile_body
+from .code import CompiledBody
 from .dag import Block, Pipeline
 from .errors import FanoutError, PipelineError
 from .events import EventHub, RunListener
@@ -284,27 +284,7 @@ class Run(StreamMixin):
 
     def _prepare(self, block: Block) -> BlockState:
         spec = block.spec
-        body: CompiledBody | SqlBody
-        if spec.kind == "sql":
-            assert block.sql is not None
-            body = SqlBody(
-                spec.name,
-                spec.source,
-                block.upstream,
-                self.namespace,
-                self.sql,
-                spec.connection,
-                block.sql,
-            )
-        else:
-            body = compile_body(
-                spec.source,
-                spec.name,
-                block.upstream,
-                self.namespace,
-                info=block.info,
-                header=spec.header,
-            )
+        body = block.compile(self.namespace, self.sql)
         reducer = resolve_strategy(spec.reduce, spec.name, self.namespace) if spec.reduce else None
         return BlockState(block, body, reducer)
 
