@@ -62,6 +62,34 @@ def _noop(**_: Any) -> None:
     return None
 
 
+def _per_instance(calls: list[Callable[..., None]]) -> Callable[..., None]:
+    """Several listeners of a per-instance event (the CLI has three: echo, progress, store):
+    spelled-out calls cost a third of a loop over ``**kwargs`` (90 vs 300 ns per event)."""
+    if len(calls) == 2:
+        first, second = calls
+
+        def both(*, run: PipelineRun, instance: BlockRun) -> None:
+            first(run=run, instance=instance)
+            second(run=run, instance=instance)
+
+        return both
+    if len(calls) == 3:
+        first, second, third = calls
+
+        def all_three(*, run: PipelineRun, instance: BlockRun) -> None:
+            first(run=run, instance=instance)
+            second(run=run, instance=instance)
+            third(run=run, instance=instance)
+
+        return all_three
+
+    def every(*, run: PipelineRun, instance: BlockRun) -> None:
+        for call in calls:
+            call(run=run, instance=instance)
+
+    return every
+
+
 class EventHub:
     """Fans each event out to the listeners that override it."""
 
@@ -73,18 +101,20 @@ class EventHub:
                 for listener in self.listeners
                 if getattr(type(listener), hook, None) is not getattr(RunListener, hook)
             ]
-            setattr(self, hook, self._combine(calls))
+            setattr(self, hook, self._combine(hook, calls))
         self.wants_started = any(
             getattr(type(li), "instance_started", None) is not RunListener.instance_started
             for li in self.listeners
         )
 
     @staticmethod
-    def _combine(calls: list[Callable[..., None]]) -> Callable[..., None]:
+    def _combine(hook: str, calls: list[Callable[..., None]]) -> Callable[..., None]:
         if not calls:
             return _noop
         if len(calls) == 1:
             return calls[0]
+        if hook.startswith("instance_"):
+            return _per_instance(calls)
 
         def every(**kwargs: Any) -> None:
             for call in calls:

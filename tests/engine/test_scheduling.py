@@ -343,6 +343,28 @@ def test_cancel_from_another_thread_cancels_pending_and_running_instances(
     assert sorted(finished) == sorted(record.block_runs)
 
 
+@pytest.mark.parametrize("listeners", [1, 2, 3, 4])
+def test_every_listener_gets_every_event_in_the_same_order(listeners: int) -> None:
+    """The hub spells out calls for two and three listeners of a per-instance event and
+    loops for more: each way, every listener sees the whole run, in one order."""
+    recorders = [Recorder() for _ in range(listeners)]
+    run = run_cells(
+        "%%block loader items --dynamic\n[1, 2, 3]",
+        "%%transformer child --retries 1 --retry-delay 0\n"
+        "if items == 2 and context.attempt == 1:\n    raise ValueError('once')\nitems",
+        "%%transformer total --reduce sum\nchild",
+        listeners=[RunListener(), *recorders],  # one that listens to nothing, too
+    )
+    assert run.status == "completed"
+    first = recorders[0].events
+    assert [r.events for r in recorders] == [first] * listeners
+    assert first[0] == ("run_started", run.run_id)
+    assert first[-1] == ("run_finished", "completed")
+    assert recorders[0].of("retried") == ["child:1"]
+    assert recorders[0].of("started").count("child:1") == 2
+    assert sorted(uuid for uuid, _ in recorders[0].of("finished")) == sorted(run.block_runs)
+
+
 # On sync only: a KeyboardInterrupt raised in this process (a worker process's is its own).
 def test_keyboard_interrupt_in_a_body_cancels_the_run_on_the_sync_executor() -> None:
     recorder = Recorder()
