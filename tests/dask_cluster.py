@@ -20,6 +20,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _die_with_this_process() -> None:
+    """Runs in the child before ``dask`` starts: when the test session dies without
+    stopping the cluster (killed by a CI timeout), the kernel sends the child SIGTERM, so
+    no scheduler or worker outlives it (Linux ``PR_SET_PDEATHSIG``)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _wait_for_workers(address: str, count: int, timeout: float = 60) -> None:
     from distributed import Client
 
@@ -41,7 +51,12 @@ class Cluster:
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
         with (self.tmp / f"{args[0]}-{time.monotonic_ns()}.log").open("wb") as log:
             return subprocess.Popen(
-                [str(DASK), *args], stdout=log, stderr=log, cwd=self.tmp, start_new_session=True
+                [str(DASK), *args],
+                stdout=log,
+                stderr=log,
+                cwd=self.tmp,
+                start_new_session=True,
+                preexec_fn=_die_with_this_process if sys.platform == "linux" else None,
             )
 
     def add_worker(self) -> subprocess.Popen[bytes]:
