@@ -56,22 +56,28 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import harness
-from harness import default_workers, div, fmt, write_notebook
+from harness import (
+    WORKER_TIMEOUT,
+    Measurements,
+    default_workers,
+    div,
+    fmt,
+    python_and_cpus,
+    verdict_at_least,
+    write_notebook,
+)
 
 TINY_TARGET_N = 100_000
 CPU_TARGET_N = 400
@@ -81,7 +87,6 @@ SPIN_SECONDS = 0.010
 PROCESS_WORKERS = 2
 DASK_WORKERS = 2
 WARM_N = 10
-WORKER_TIMEOUT = 1800
 
 EXECUTORS = ("threads", "processes", "dask")
 
@@ -294,33 +299,12 @@ def in_subprocess(kind: str, **kwargs: Any) -> dict[str, Any]:
     return harness.in_subprocess(__file__, kind, WORKER_TIMEOUT, **kwargs)
 
 
-class Measurements:
-    """Samples per (case, n); a sample is the dict a worker returned."""
-
-    def __init__(self) -> None:
-        self.samples: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        self.errors: list[str] = []
-
-    def add(self, case: str, n: int, sample: dict[str, Any]) -> None:
-        if "error" in sample:
-            self.errors.append(f"{case} n={n}: {sample['error']}")
-            print(f"  ! {case}: {sample['error']}", file=sys.stderr)
-            return
-        if not sample.get("ok", True):
-            self.errors.append(f"{case} n={n}: wrong result")
-        self.samples.setdefault((case, n), []).append(sample)
-
-    def median(self, case: str, n: int, field: str = "seconds") -> float | None:
-        values = [s[field] for s in self.samples.get((case, n), []) if field in s]
-        return statistics.median(values) if values else None
-
-
 def plan(args: argparse.Namespace) -> dict[str, Any]:
     if args.smoke:
-        return {"tiny_n": 2_000, "cpu_n": 20, "repeats": 1}
+        return {"tiny_n": 2_000, "cpu_n": 20, "repeats": 1, "loops": None}
     if args.quick:
-        return {"tiny_n": 20_000, "cpu_n": 200, "repeats": 1}
-    return {"tiny_n": TINY_TARGET_N, "cpu_n": CPU_TARGET_N, "repeats": 3}
+        return {"tiny_n": 20_000, "cpu_n": 200, "repeats": 1, "loops": None}
+    return {"tiny_n": TINY_TARGET_N, "cpu_n": CPU_TARGET_N, "repeats": 3, "loops": None}
 
 
 def load_average() -> float | None:
@@ -330,7 +314,8 @@ def load_average() -> float | None:
         return None
 
 
-def run_all(cfg: dict[str, Any], tmp: Path, m: Measurements) -> None:
+def run_all(cfg: dict[str, Any], tmp: Path) -> Measurements:
+    m = Measurements(name_errors=True)  # one "api" worker measures every executor's cases
     tiny_n: int = cfg["tiny_n"]
     cpu_n: int = cfg["cpu_n"]
     cfg["load_before"] = load_average()
@@ -385,13 +370,10 @@ def run_all(cfg: dict[str, Any], tmp: Path, m: Measurements) -> None:
         if cluster is not None:
             cluster.stop()
         cfg["load_after"] = load_average()
+    return m
 
 
 # --------------------------------------------------------------------------- the report
-
-
-def verdict(value: float | None, floor: float) -> str:
-    return "N/A " if value is None else ("PASS" if value >= floor else "FAIL")
 
 
 def repeat_ratios(m: Measurements, case: str, n: int) -> list[float]:
@@ -424,11 +406,15 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
         "map": "client.map/item + gather",
     }
 
+    def row_head(prefix: str, key: str, n: int) -> dict[str, Any]:
+        """The columns every row starts with: the case, its label, n and its median time."""
+        case = f"{prefix}_{key}"
+        return {"case": case, "label": labels[key], "n": n, "seconds": m.median(case, n)}
+
     print()
     print(
-        f"mage_nb executor benchmark — Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, median of {cfg['repeats']}; Dask cluster: 1 scheduler + "
-        f"{DASK_WORKERS} workers × 1 thread on 127.0.0.1"
+        f"mage_nb executor benchmark — {python_and_cpus()}, median of {cfg['repeats']}; "
+        f"Dask cluster: 1 scheduler + {DASK_WORKERS} workers × 1 thread on 127.0.0.1"
     )
     print(
         f"1-min load average before / after: {fmt(cfg.get('load_before'), '.2f')} / "
@@ -447,25 +433,14 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
     print(header)
     print("-" * len(header))
     for key in ("loop", *EXECUTORS, "map"):
-        case = f"tiny_{key}"
-        seconds = m.median(case, tiny_n)
-        fixed = m.median(case, tiny_n, "fixed")
-        speedup = div(map_seconds, seconds)
-        tiny_rows.append(
-            {
-                "case": case,
-                "label": labels[key],
-                "n": tiny_n,
-                "seconds": seconds,
-                "per_instance_us": div(seconds, tiny_n / 1e6),
-                "fixed_seconds": fixed,
-                "speedup_vs_map": speedup,
-            }
-        )
+        r = row_head("tiny", key, tiny_n)
+        r["per_instance_us"] = div(r["seconds"], tiny_n / 1e6)
+        r["fixed_seconds"] = m.median(r["case"], tiny_n, "fixed")
+        r["speedup_vs_map"] = div(map_seconds, r["seconds"])
+        tiny_rows.append(r)
         print(
-            f"{labels[key]:<34} {fmt(seconds, '.3f'):>9} "
-            f"{fmt(div(seconds, tiny_n / 1e6), '.2f'):>9} {fmt(fixed, '.3f'):>16} "
-            f"{fmt(speedup, '.1f'):>16}"
+            f"{r['label']:<34} {fmt(r['seconds'], '.3f'):>9} {fmt(r['per_instance_us'], '.2f'):>9} "
+            f"{fmt(r['fixed_seconds'], '.3f'):>16} {fmt(r['speedup_vs_map'], '.1f'):>16}"
         )
     print(
         "(speed-up vs map: client.map time ÷ this time; 10-inst run: the executor's fixed cost "
@@ -488,26 +463,16 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
     print(header)
     print("-" * len(header))
     for key in ("loop", *EXECUTORS):
-        case = f"cpu_{key}"
-        seconds = m.median(case, cpu_n)
-        fixed = m.median(case, cpu_n, "fixed")
-        ratio = div(threads_seconds, seconds)
-        cpu_rows.append(
-            {
-                "case": case,
-                "label": labels[key],
-                "n": cpu_n,
-                "seconds": seconds,
-                "per_instance_ms": div(seconds, cpu_n / 1e3),
-                "throughput": div(cpu_n, seconds),
-                "fixed_seconds": fixed,
-                "x_threads": ratio,
-            }
-        )
+        r = row_head("cpu", key, cpu_n)
+        r["per_instance_ms"] = div(r["seconds"], cpu_n / 1e3)
+        r["throughput"] = div(cpu_n, r["seconds"])
+        r["fixed_seconds"] = m.median(r["case"], cpu_n, "fixed")
+        r["x_threads"] = div(threads_seconds, r["seconds"])
+        cpu_rows.append(r)
         print(
-            f"{labels[key]:<34} {fmt(seconds, '.3f'):>9} "
-            f"{fmt(div(seconds, cpu_n / 1e3), '.2f'):>9} {fmt(div(cpu_n, seconds), '.0f'):>8} "
-            f"{fmt(fixed, '.3f'):>16} {fmt(ratio, '.2f'):>10}"
+            f"{r['label']:<34} {fmt(r['seconds'], '.3f'):>9} {fmt(r['per_instance_ms'], '.2f'):>9} "
+            f"{fmt(r['throughput'], '.0f'):>8} {fmt(r['fixed_seconds'], '.3f'):>16} "
+            f"{fmt(r['x_threads'], '.2f'):>10}"
         )
     print("(× threads: throughput ÷ the thread executor's, i.e. threads' time ÷ this time)")
 
@@ -523,24 +488,21 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
     print()
     print("targets")
     print(
-        f"  {verdict(dask_speedup, MAP_SPEEDUP_TARGET)}  tiny instances, run_notebook dask vs "
-        f"client.map per item: {fmt(dask_speedup, '.1f')}× ≥ {MAP_SPEEDUP_TARGET:g}×{tiny_note}"
+        f"  {verdict_at_least(dask_speedup, MAP_SPEEDUP_TARGET)}  tiny instances, "
+        f"run_notebook dask vs client.map per item: {fmt(dask_speedup, '.1f')}× ≥ "
+        f"{MAP_SPEEDUP_TARGET:g}×{tiny_note}"
     )
     print(
-        f"  {verdict(proc_ratio, CPU_RATIO_TARGET)}  CPU-bound, processes throughput vs threads: "
-        f"{fmt(proc_ratio, '.2f')}× ≥ {CPU_RATIO_TARGET:g}×{cpu_note}"
+        f"  {verdict_at_least(proc_ratio, CPU_RATIO_TARGET)}  CPU-bound, processes throughput "
+        f"vs threads: {fmt(proc_ratio, '.2f')}× ≥ {CPU_RATIO_TARGET:g}×{cpu_note}"
         f"{spread(m, 'cpu_processes', cpu_n)}"
     )
     print(
-        f"  {verdict(dask_ratio, CPU_RATIO_TARGET)}  CPU-bound, dask throughput vs threads: "
-        f"{fmt(dask_ratio, '.2f')}× ≥ {CPU_RATIO_TARGET:g}×{cpu_note}"
+        f"  {verdict_at_least(dask_ratio, CPU_RATIO_TARGET)}  CPU-bound, dask throughput "
+        f"vs threads: {fmt(dask_ratio, '.2f')}× ≥ {CPU_RATIO_TARGET:g}×{cpu_note}"
         f"{spread(m, 'cpu_dask', cpu_n)}"
     )
-    if m.errors:
-        print()
-        print("errors / wrong results:")
-        for error in m.errors:
-            print(f"  {error}")
+    m.print_errors()
     return {
         "tiny": tiny_rows,
         "cpu": cpu_rows,
@@ -562,41 +524,16 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="20,000 tiny / 200 CPU-bound, once")
-    parser.add_argument("--smoke", action="store_true", help="2,000 tiny / 20 CPU-bound, once")
-    parser.add_argument("--repeats", type=int, help="override the number of repeats")
-    parser.add_argument("--json", metavar="OUT", help="save the results as JSON")
-    parser.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    if args.worker:
-        spec = json.loads(args.worker)
-        print(json.dumps(WORKERS[spec["kind"]](**spec["kwargs"])))
-        return 0
-
-    cfg = plan(args)
-    if args.repeats:
-        cfg["repeats"] = max(1, args.repeats)
-    cfg["loops"] = None
-    m = Measurements()
-    try:
-        with tempfile.TemporaryDirectory(prefix="mage_nb_bench_") as tmp:
-            run_all(cfg, Path(tmp), m)
-        summary = report(m, cfg)
-    except Exception as exc:  # a benchmark informs; it never fails the build
-        print(f"benchmark error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 0
-    if args.json:
-        samples = {f"{case}@{n}": s for (case, n), s in m.samples.items()}
-        payload = {
-            "config": {**cfg, "python": platform.python_version(), "cpus": os.cpu_count()},
-            **summary,
-            "samples": samples,
-        }
-        Path(args.json).write_text(json.dumps(payload, indent=2, default=str))
-        print(f"\nresults saved to {args.json}")
-    return 0
+    return harness.main(
+        argv,
+        __doc__,
+        quick_help="20,000 tiny / 200 CPU-bound, once",
+        smoke_help="2,000 tiny / 20 CPU-bound, once",
+        workers=WORKERS,
+        plan=plan,
+        run=run_all,
+        report=report,
+    )
 
 
 if __name__ == "__main__":

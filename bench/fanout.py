@@ -59,38 +59,37 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import harness
-from harness import default_workers, div, fmt, write_notebook
+from harness import (
+    SLEEP_SECONDS,
+    STARTUP_CELLS,
+    WORKER_TIMEOUT,
+    Measurements,
+    default_workers,
+    div,
+    flat_cells,
+    fmt,
+    maxrss_bytes,
+    python_and_cpus,
+    sleep_cells,
+    sub,
+    time_cli,
+    verdict_at_most,
+    write_notebook,
+)
 
-SLEEP_SECONDS = 0.001
 OVERHEAD_TARGET_US = 10.0
 MEMORY_TARGET_BYTES = 1024
 TARGET_N = 100_000
-WORKER_TIMEOUT = 1800
 
 
 # --------------------------------------------------------------------------- notebooks
-
-
-def flat_cells(n: int) -> list[str]:
-    return [
-        f"N = {n}",
-        "%%block loader items --dynamic\nlist(range(N))",
-        "%%transformer work --reduce sum\nitems * 2 + 1",
-        "%%exporter total\nwork",
-    ]
 
 
 def nested_cells(outer: int, inner: int) -> list[str]:
@@ -102,18 +101,6 @@ def nested_cells(outer: int, inner: int) -> list[str]:
         "%%transformer part --reduce sum\nleaf",
         "%%exporter total\npart",
     ]
-
-
-def sleep_cells(n: int) -> list[str]:
-    return [
-        f"import time\nN = {n}",
-        "%%block loader items --dynamic\nlist(range(N))",
-        f"%%transformer nap --reduce sum\ntime.sleep({SLEEP_SECONDS})\nitems * 2 + 1",
-        "%%exporter total\nnap",
-    ]
-
-
-STARTUP_CELLS = ["%%loader one\n1"]
 
 
 # --------------------------------------------------------------------------- the worker
@@ -199,13 +186,6 @@ def worker_api(path: str, warm: str, executor: str, expected: int) -> dict[str, 
     return {"seconds": seconds, "ok": ok, "instances": len(run.block_runs)}
 
 
-def _maxrss_bytes() -> int:
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024
-
-
 def worker_mem_mage(path: str, warm: str, executor: str, n: int) -> dict[str, Any]:
     import gc
     import tracemalloc
@@ -213,14 +193,14 @@ def worker_mem_mage(path: str, warm: str, executor: str, n: int) -> dict[str, An
     import mage_nb
 
     _warm_up(warm)
-    rss0 = _maxrss_bytes()
+    rss0 = maxrss_bytes()
     tracemalloc.start()
     base, _ = tracemalloc.get_traced_memory()
     run = mage_nb.run_notebook(path, executor=executor)
     gc.collect()
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rss1 = _maxrss_bytes()
+    rss1 = maxrss_bytes()
     ok = run.status == "completed" and run.block_runs["total"].output == n * n
     return {"kept": current - base, "peak": peak - base, "rss": rss1 - rss0, "ok": ok}
 
@@ -229,7 +209,7 @@ def worker_mem_loop(n: int) -> dict[str, Any]:
     import gc
     import tracemalloc
 
-    rss0 = _maxrss_bytes()
+    rss0 = maxrss_bytes()
     tracemalloc.start()
     base, _ = tracemalloc.get_traced_memory()
     items = list(range(n))
@@ -240,7 +220,7 @@ def worker_mem_loop(n: int) -> dict[str, Any]:
     gc.collect()
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rss1 = _maxrss_bytes()
+    rss1 = maxrss_bytes()
     return {"kept": current - base, "peak": peak - base, "rss": rss1 - rss0, "ok": total == n * n}
 
 
@@ -266,53 +246,8 @@ WORKERS: dict[str, Callable[..., dict[str, Any]]] = {
 # --------------------------------------------------------------------------- the driver
 
 
-def mage_command() -> list[str]:
-    script = Path(sys.executable).parent / "mage-nb"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "mage_nb"]
-
-
 def in_subprocess(kind: str, **kwargs: Any) -> dict[str, Any]:
     return harness.in_subprocess(__file__, kind, WORKER_TIMEOUT, **kwargs)
-
-
-def time_cli(notebook: Path) -> dict[str, Any]:
-    """Wall time of ``mage-nb run NOTEBOOK --no-progress`` as a whole process."""
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            [*mage_command(), "run", str(notebook), "--no-progress"],
-            capture_output=True,
-            text=True,
-            timeout=WORKER_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"mage-nb run {notebook.name}: timed out"}
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["?"])[-1]
-        return {"error": f"mage-nb run {notebook.name}: exit {proc.returncode}: {tail}"}
-    return {"seconds": seconds, "ok": "completed" in proc.stdout}
-
-
-class Measurements:
-    """Samples per (case, n); a sample is the dict a worker returned."""
-
-    def __init__(self) -> None:
-        self.samples: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        self.errors: list[str] = []
-
-    def add(self, case: str, n: int, sample: dict[str, Any]) -> None:
-        if "error" in sample:
-            self.errors.append(sample["error"])
-            print(f"  ! {sample['error']}", file=sys.stderr)
-            return
-        if not sample.get("ok", True):
-            self.errors.append(f"{case} n={n}: wrong result")
-        self.samples.setdefault((case, n), []).append(sample)
-
-    def median(self, case: str, n: int, field: str = "seconds") -> float | None:
-        values = [s[field] for s in self.samples.get((case, n), []) if field in s]
-        return statistics.median(values) if values else None
 
 
 def plan(args: argparse.Namespace) -> dict[str, Any]:
@@ -386,10 +321,6 @@ def run_all(cfg: dict[str, Any], tmp: Path) -> Measurements:
 # --------------------------------------------------------------------------- the report
 
 
-def sub(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
 def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
     """Print the tables and return the summary (what ``--json`` saves, with the samples)."""
     rows: list[dict[str, Any]] = []
@@ -444,8 +375,7 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
 
     print()
     print(
-        f"mage_nb fan-out benchmark — Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, median of {cfg['repeats']} "
+        f"mage_nb fan-out benchmark — {python_and_cpus()}, median of {cfg['repeats']} "
         f"(start-up of a 1-block `mage-nb run`: {fmt(startup, '.3f')} s)"
     )
     header = (
@@ -526,29 +456,22 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
         "" if big == TARGET_N else f"  [measured at n = {big:,}, not the target n = {TARGET_N:,}]"
     )
 
-    def verdict(value: float | None, limit: float) -> str:
-        return "N/A " if value is None else ("PASS" if value <= limit else "FAIL")
-
     print()
     print("targets")
     print(
-        f"  {verdict(overhead, OVERHEAD_TARGET_US)}  overhead per instance over the plain loop "
-        f"(mage-nb run, start-up corrected): {fmt(overhead, '.2f')} µs ≤ {OVERHEAD_TARGET_US:g} µs"
-        f"{note}"
+        f"  {verdict_at_most(overhead, OVERHEAD_TARGET_US)}  overhead per instance over the "
+        f"plain loop (mage-nb run, start-up corrected): {fmt(overhead, '.2f')} µs ≤ "
+        f"{OVERHEAD_TARGET_US:g} µs{note}"
     )
     print(
         f"        (in-process run_notebook threads: {fmt(overhead_api, '.2f')} µs; "
         f"raw mage-nb run: {fmt(by_case[('cli', big)]['overhead_us'], '.2f')} µs)"
     )
     print(
-        f"  {verdict(kept, MEMORY_TARGET_BYTES)}  bookkeeping memory per instance "
+        f"  {verdict_at_most(kept, MEMORY_TARGET_BYTES)}  bookkeeping memory per instance "
         f"(kept while the run is alive): {fmt(kept, ',.0f')} B ≤ {MEMORY_TARGET_BYTES:,} B{note}"
     )
-    if m.errors:
-        print()
-        print("errors / wrong results:")
-        for error in m.errors:
-            print(f"  {error}")
+    m.print_errors()
     return {
         "rows": rows,
         "memory": memory,
@@ -566,41 +489,16 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n up to 10,000, one repeat")
-    parser.add_argument(
-        "--smoke", action="store_true", help="n = 1,000 only, one repeat, no sleep case"
+    return harness.main(
+        argv,
+        __doc__,
+        quick_help="n up to 10,000, one repeat",
+        smoke_help="n = 1,000 only, one repeat, no sleep case",
+        workers=WORKERS,
+        plan=plan,
+        run=run_all,
+        report=report,
     )
-    parser.add_argument("--repeats", type=int, help="override the number of repeats")
-    parser.add_argument("--json", metavar="OUT", help="save the results as JSON")
-    parser.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    if args.worker:
-        spec = json.loads(args.worker)
-        print(json.dumps(WORKERS[spec["kind"]](**spec["kwargs"])))
-        return 0
-
-    cfg = plan(args)
-    if args.repeats:
-        cfg["repeats"] = max(1, args.repeats)
-    try:
-        with tempfile.TemporaryDirectory(prefix="mage_nb_bench_") as tmp:
-            m = run_all(cfg, Path(tmp))
-        summary = report(m, cfg)
-    except Exception as exc:  # a benchmark informs; it never fails the build
-        print(f"benchmark error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 0
-    if args.json:
-        samples = {f"{case}@{n}": s for (case, n), s in m.samples.items()}
-        payload = {
-            "config": {**cfg, "python": platform.python_version(), "cpus": os.cpu_count()},
-            **summary,
-            "samples": samples,
-        }
-        Path(args.json).write_text(json.dumps(payload, indent=2, default=str))
-        print(f"\nresults saved to {args.json}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import statistics
 import time
 from typing import Any
 
+from harness import verdict_at_most
 from jupyter_client.manager import start_new_kernel
 
 FANOUT_CELLS = (
@@ -81,7 +82,8 @@ def main() -> None:
         print(f"  trivial block cell        {block * 1000:8.1f} ms")
         overhead = (block - plain) * 1000
         print(
-            f"  overhead                  {overhead:8.1f} ms   target ≤ 30 ms: {'PASS' if overhead <= 30 else 'FAIL'}"
+            f"  overhead                  {overhead:8.1f} ms   target ≤ 30 ms: "
+            f"{verdict_at_most(overhead, 30)}"
         )
         execute(client, "%pipeline reset")
         for cell in FANOUT_CELLS:
@@ -93,7 +95,8 @@ def main() -> None:
         print(f"  widget off                {off:8.3f} s   comm messages {off_msgs}")
         print(f"  widget on                 {on:8.3f} s   comm messages {on_msgs}")
         print(
-            f"  ratio                     {ratio:8.2f} ×   target ≤ 1.2×: {'PASS' if ratio <= 1.2 else 'FAIL'}"
+            f"  ratio                     {ratio:8.2f} ×   target ≤ 1.2×: "
+            f"{verdict_at_most(ratio, 1.2)}"
         )
     finally:
         client.stop_channels()

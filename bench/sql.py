@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import duckdb
-import nbformat
+from harness import verdict_at_most, write_notebook
 
 from mage_nb import run_notebook
 
@@ -36,17 +36,14 @@ def make_table(rows: int) -> None:
 
 
 def notebook(folder: Path, n: int) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell(f"%%block loader ids --dynamic\nlist(range({n}))"),
-        nbformat.v4.new_code_cell(
-            "%%block sql per_id --reduce count\n" + QUERY.format(param="{{ ids }}")
-        ),
-        nbformat.v4.new_code_cell("%%exporter done\nper_id"),
-    ]
-    path = folder / f"sql_{n}.ipynb"
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(
+        folder / f"sql_{n}.ipynb",
+        [
+            f"%%block loader ids --dynamic\nlist(range({n}))",
+            "%%block sql per_id --reduce count\n" + QUERY.format(param="{{ ids }}"),
+            "%%exporter done\nper_id",
+        ],
+    )
 
 
 def plain_loop(n: int) -> float:
@@ -93,8 +90,7 @@ def main() -> None:
         median = statistics.median(times[name])
         print(f"  {label:<34}{median:>10.3f}{median / args.n * 1e6:>10.1f}{median / loop:>9.2f}")
     ratio = statistics.median(times["threads"]) / loop
-    verdict = "PASS" if ratio <= 1.5 else "FAIL"
-    print(f"\ntarget: default executor ≤ 1.5× the loop: {ratio:.2f}× {verdict}")
+    print(f"\ntarget: default executor ≤ 1.5× the loop: {ratio:.2f}× {verdict_at_most(ratio, 1.5)}")
 
 
 if __name__ == "__main__":

@@ -47,45 +47,31 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import harness
-from harness import div, fmt, write_notebook
+from harness import (
+    STARTUP_CELLS,
+    WORKER_TIMEOUT,
+    Measurements,
+    div,
+    flat_cells,
+    fmt,
+    python_and_cpus,
+    sleep_cells,
+    sub,
+    time_cli,
+    verdict_at_most,
+    write_notebook,
+)
 
 RATIO_TARGET = 1.20
 TARGET_N = 100_000
-WORKER_TIMEOUT = 1800
-
-
-def flat_cells(n: int) -> list[str]:
-    return [
-        f"N = {n}",
-        "%%block loader items --dynamic\nlist(range(N))",
-        "%%transformer work --reduce sum\nitems * 2 + 1",
-        "%%exporter total\nwork",
-    ]
-
-
-def sleep_cells(n: int) -> list[str]:
-    return [
-        f"import time\nN = {n}",
-        "%%block loader items --dynamic\nlist(range(N))",
-        "%%transformer nap --reduce sum\ntime.sleep(0.001)\nitems * 2 + 1",
-        "%%exporter total\nnap",
-    ]
-
-
-STARTUP_CELLS = ["%%loader one\n1"]
 
 
 # --------------------------------------------------------------------------- the worker
@@ -149,52 +135,8 @@ WORKERS = {"api": worker_api}
 # --------------------------------------------------------------------------- the driver
 
 
-def mage_command() -> list[str]:
-    script = Path(sys.executable).parent / "mage-nb"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "mage_nb"]
-
-
 def in_subprocess(kind: str, **kwargs: Any) -> dict[str, Any]:
     return harness.in_subprocess(__file__, kind, WORKER_TIMEOUT, **kwargs)
-
-
-def time_cli(notebook: Path, *args: str) -> dict[str, Any]:
-    """Wall time of ``mage-nb run NOTEBOOK --no-progress ARGS`` as a whole process."""
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            [*mage_command(), "run", str(notebook), "--no-progress", *args],
-            capture_output=True,
-            text=True,
-            timeout=WORKER_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"mage-nb run {notebook.name} {' '.join(args)}: timed out"}
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["?"])[-1]
-        return {"error": f"mage-nb run {notebook.name}: exit {proc.returncode}: {tail}"}
-    return {"seconds": seconds, "ok": " completed in " in proc.stdout}
-
-
-class Measurements:
-    def __init__(self) -> None:
-        self.samples: dict[str, list[dict[str, Any]]] = {}
-        self.errors: list[str] = []
-
-    def add(self, case: str, sample: dict[str, Any]) -> dict[str, Any]:
-        if "error" in sample:
-            self.errors.append(sample["error"])
-            print(f"  ! {sample['error']}", file=sys.stderr)
-        else:
-            if not sample.get("ok", True):
-                self.errors.append(f"{case}: wrong result")
-            self.samples.setdefault(case, []).append(sample)
-        return sample
-
-    def median(self, case: str, field: str = "seconds") -> float | None:
-        values = [s[field] for s in self.samples.get(case, []) if field in s]
-        return statistics.median(values) if values else None
 
 
 def plan(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,7 +148,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_all(cfg: dict[str, Any], tmp: Path) -> Measurements:
-    m = Measurements()
+    m = Measurements()  # every case at one size: n is None
     n = cfg["n"]
     nb = write_notebook(tmp / "flat.ipynb", flat_cells(n))
     warm = write_notebook(tmp / "warm.ipynb", flat_cells(10))
@@ -227,34 +169,31 @@ def run_all(cfg: dict[str, Any], tmp: Path) -> Measurements:
     for rep in range(cfg["repeats"]):
         print(f"repeat {rep + 1}/{cfg['repeats']} (n = {n:,})", file=sys.stderr)
         runs = tmp / f"runs-{rep}"
-        m.add("api_nostore", api())
-        stored = m.add("api_store", api(store=str(runs), warm_store=warm_store))
+        m.add("api_nostore", None, api())
+        stored = m.add("api_store", None, api(store=str(runs), warm_store=warm_store))
         if "run_id" in stored:
             m.add(
                 "api_resume",
+                None,
                 api(store=str(runs), warm_store=warm_store, resume=stored["run_id"]),
             )
-        m.add("api_cli_nostore", api(cli=True))
-        m.add("api_cli_store", api(cli=True, store=str(runs), warm_store=warm_store))
-        m.add("startup", time_cli(startup, "--no-store"))
-        m.add("cli_nostore", time_cli(nb, "--no-store"))
+        m.add("api_cli_nostore", None, api(cli=True))
+        m.add("api_cli_store", None, api(cli=True, store=str(runs), warm_store=warm_store))
+        m.add("startup", None, time_cli(startup, "--no-store"))
+        m.add("cli_nostore", None, time_cli(nb, "--no-store"))
         cli_runs = tmp / f"cli-runs-{rep}"
-        m.add("cli_store", time_cli(nb, "--store", str(cli_runs)))
+        m.add("cli_store", None, time_cli(nb, "--store", str(cli_runs)))
         ids = [p.name for p in cli_runs.iterdir()] if cli_runs.is_dir() else []
         if ids:
-            m.add("cli_resume", time_cli(nb, "--store", str(cli_runs), "--resume", ids[0]))
-        m.add("sleep_nostore", api_sleepy())
-        m.add("sleep_store", api_sleepy(store=str(runs), warm_store=warm_store))
+            m.add("cli_resume", None, time_cli(nb, "--store", str(cli_runs), "--resume", ids[0]))
+        m.add("sleep_nostore", None, api_sleepy())
+        m.add("sleep_store", None, api_sleepy(store=str(runs), warm_store=warm_store))
         shutil.rmtree(runs, ignore_errors=True)
         shutil.rmtree(cli_runs, ignore_errors=True)
     return m
 
 
 # --------------------------------------------------------------------------- the report
-
-
-def sub(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
 
 
 def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -305,8 +244,8 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
 
     print()
     print(
-        f"mage_nb run store benchmark — n = {n:,} instances, Python "
-        f"{platform.python_version()}, {os.cpu_count()} CPUs, median of {cfg['repeats']} "
+        f"mage_nb run store benchmark — n = {n:,} instances, {python_and_cpus()}, "
+        f"median of {cfg['repeats']} "
         f"(start-up of a 1-block `mage-nb run`: {fmt(startup, '.3f')} s)"
     )
     header = f"{'case':<38} {'time (s)':>9} {'µs/inst':>8} {'× no store':>11}"
@@ -326,7 +265,7 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
     )
 
     fields = ("bytes", "allocated", "database", "chunks", "parquet")
-    size = {field: m.median("api_store", field) for field in fields}
+    size = {field: m.median("api_store", field=field) for field in fields}
     print()
     print(
         f"store on disk after the run: {fmt(div(size['bytes'], 2**20), '.2f')} MiB "
@@ -338,7 +277,7 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
 
     sleep_n = cfg["sleep_n"]
     sleep_base, sleep_stored = m.median("sleep_nostore"), m.median("sleep_store")
-    sleep = {field: m.median("sleep_store", field) for field in fields}
+    sleep = {field: m.median("sleep_store", field=field) for field in fields}
     sleep.update({"n": sleep_n, "nostore": sleep_base, "store": sleep_stored})
     print()
     print(f"slow instances: sleep(0.001) each, n = {sleep_n:,}, run_notebook threads")
@@ -356,23 +295,19 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
     ratio_cli = div(m.median("cli_store"), cli_base)
     ratio_cli_corrected = div(sub(m.median("cli_store"), startup), cli_base_corrected)
     note = "" if n == TARGET_N else f"  [measured at n = {n:,}, not the target n = {TARGET_N:,}]"
-    verdict = "N/A " if ratio is None else ("PASS" if ratio <= RATIO_TARGET else "FAIL")
     print()
     print("targets")
     print(
-        f"  {verdict}  recording the run in the store: {fmt(ratio, '.2f')}× the same run with "
-        f"no store ≤ {RATIO_TARGET:.2f}× (run_notebook, in-process){note}"
+        f"  {verdict_at_most(ratio, RATIO_TARGET)}  recording the run in the store: "
+        f"{fmt(ratio, '.2f')}× the same run with no store ≤ {RATIO_TARGET:.2f}× "
+        f"(run_notebook, in-process){note}"
     )
     print(
         f"        (with the CLI's capture and echo listener, in-process: "
         f"{fmt(ratio_api_cli, '.2f')}×; mage-nb run as a process: {fmt(ratio_cli, '.2f')}× raw, "
         f"{fmt(ratio_cli_corrected, '.2f')}× start-up corrected)"
     )
-    if m.errors:
-        print()
-        print("errors / wrong results:")
-        for error in m.errors:
-            print(f"  {error}")
+    m.print_errors()
     return {
         "rows": rows,
         "store": size,
@@ -391,38 +326,17 @@ def report(m: Measurements, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n = 20,000, two repeats")
-    parser.add_argument("--smoke", action="store_true", help="n = 2,000, one repeat")
-    parser.add_argument("--repeats", type=int, help="override the number of repeats")
-    parser.add_argument("--json", metavar="OUT", help="save the results as JSON")
-    parser.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    if args.worker:
-        spec = json.loads(args.worker)
-        print(json.dumps(WORKERS[spec["kind"]](**spec["kwargs"])))
-        return 0
-
-    cfg = plan(args)
-    if args.repeats:
-        cfg["repeats"] = max(1, args.repeats)
-    try:
-        with tempfile.TemporaryDirectory(prefix="mage_nb_bench_store_") as tmp:
-            m = run_all(cfg, Path(tmp))
-        summary = report(m, cfg)
-    except Exception as exc:  # a benchmark informs; it never fails the build
-        print(f"benchmark error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 0
-    if args.json:
-        payload = {
-            "config": {**cfg, "python": platform.python_version(), "cpus": os.cpu_count()},
-            **summary,
-            "samples": m.samples,
-        }
-        Path(args.json).write_text(json.dumps(payload, indent=2, default=str))
-        print(f"\nresults saved to {args.json}")
-    return 0
+    return harness.main(
+        argv,
+        __doc__,
+        quick_help="n = 20,000, two repeats",
+        smoke_help="n = 2,000, one repeat",
+        workers=WORKERS,
+        plan=plan,
+        run=run_all,
+        report=report,
+        tmp_prefix="mage_nb_bench_store_",
+    )
 
 
 if __name__ == "__main__":

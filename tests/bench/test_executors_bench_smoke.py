@@ -3,26 +3,14 @@ cluster is started and stopped by the benchmark itself."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench_support import run_bench_json
 
 
 def test_executors_bench_smoke(tmp_path: Path) -> None:
-    out = tmp_path / "executors.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "executors.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    stdout = proc.stdout
+    stdout, results = run_bench_json("executors.py", tmp_path, "--smoke", timeout=90)
     assert "tiny instances: n = 2,000" in stdout, stdout
     assert "CPU-bound instances: n = 20," in stdout, stdout
     for label in (
@@ -36,7 +24,6 @@ def test_executors_bench_smoke(tmp_path: Path) -> None:
     assert "targets" in stdout
     assert len(re.findall(r"^  (PASS|FAIL)  ", stdout, re.M)) == 3, stdout
     assert "errors / wrong results" not in stdout, stdout
-    results = json.loads(out.read_text())
     assert results["errors"] == []
     assert all(row["seconds"] is not None for row in results["tiny"] + results["cpu"])
     assert {row["case"] for row in results["tiny"]} == {

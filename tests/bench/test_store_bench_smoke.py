@@ -3,26 +3,14 @@ asserted, only that every case measured and the table and verdict were printed."
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench_support import run_bench_json
 
 
 def test_store_bench_smoke(tmp_path: Path) -> None:
-    out = tmp_path / "store.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "store.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    stdout = proc.stdout
+    stdout, results = run_bench_json("store.py", tmp_path, "--smoke", timeout=90)
     assert "run store benchmark — n = 2,000 instances" in stdout, stdout
     for label in (
         "run_notebook, no store",
@@ -40,7 +28,6 @@ def test_store_bench_smoke(tmp_path: Path) -> None:
     assert "targets" in stdout
     assert len(re.findall(r"^  (PASS|FAIL)  recording the run", stdout, re.M)) == 1, stdout
     assert "errors / wrong results" not in stdout, stdout
-    results = json.loads(out.read_text())
     assert results["errors"] == []
     assert all(row["seconds"] is not None for row in results["rows"])
     assert results["store"]["chunks"] >= 1 and results["store"]["bytes"] > 0

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench_support import run_bench
 
 
 def test_stream_bench_smoke() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "stream.py"), "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    out = run_bench("stream.py", "--smoke", timeout=60)
     assert "variant" in out and "1st child ms" in out and "peak RSS MB" in out
     for variant in ("stream", "batch"):
         row = re.search(rf"^{variant}\s+200\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M)
