@@ -161,12 +161,13 @@ def wait_for(path: Path, seconds: float) -> bool:
     return bool(wait(str(path), seconds))
 
 
-#: Known engine bug (remove once fixed): on the process and Dask executors the --timeout
-#: deadline of an instance counts from when the scheduler sends it, not from when it starts
-#: running, so time spent waiting for a worker (the pool starting, or queued behind another
-#: instance) counts too and short instances fail with TimeoutError now and then. Tests with
-#: siblings of a stuck instance are flaky there, hence not strict;
-#: ``test_time_spent_waiting_for_a_worker_does_not_count_towards_the_timeout`` pins it down.
+#: Known limit: on Dask the --timeout deadline of an instance counts from when the scheduler
+#: sends it, not from when it starts running (a Dask worker runs tasks in threads, which no
+#: alarm can interrupt), so time queued behind another call counts too. The run sends no
+#: more timed instances than there are workers, but on the shared test cluster an abandoned
+#: call of an earlier test can hold a worker, hence not strict. (A process worker enforces
+#: the timeout itself; ``test_time_spent_waiting_for_a_worker_does_not_count_towards_the_
+#: timeout`` pins both down.)
 REMOTE_TIMEOUT_COUNTS_QUEUEING = pytest.mark.xfail(
     strict=False,
     reason="known limit: on Dask the --timeout deadline counts from sending; a worker of the "

@@ -131,6 +131,7 @@ class ProcessExecutor:
     """
 
     remote = True
+    enforces_timeouts = True  # each worker runs instances in its main thread (remote._Alarm)
     target_batch_seconds = 0.05
     max_batch = 4096
 
@@ -140,6 +141,7 @@ class ProcessExecutor:
         self._pool: Any = None
         self._program: bytes | None = None
         self._lock = threading.Lock()
+        self._stuck = False
 
     def start(self, program: bytes) -> None:
         """Start every worker (each runs the prelude) before the run's clock starts, so
@@ -172,6 +174,9 @@ class ProcessExecutor:
 
         with self._lock:
             pool = self._pool
+        if pool is None:
+            done(RuntimeError("the process pool was closed: the run has ended"))
+            return
         try:
             future = pool.submit(fn, batch)
         except (BrokenProcessPool, RuntimeError) as exc:
@@ -197,7 +202,7 @@ class ProcessExecutor:
         left: int,
         exc: BaseException,
     ) -> None:
-        if left <= 0:
+        if left <= 0 or self._pool is None:  # out of retries, or the run has ended
             done(exc)
             return
         with self._lock:
@@ -207,10 +212,13 @@ class ProcessExecutor:
         self._submit(fn, batch, done, left - 1)
 
     def replace_stuck_worker(self) -> None:
-        pass
+        """A body outlived even the backstop deadline (stuck where the alarm cannot reach):
+        the run will not wait for it at the end."""
+        self._stuck = True
 
     def close(self, *, wait: bool = True) -> None:
-        """Stop the workers: let them finish (``wait``), or terminate them (a cancelled run).
+        """Stop the workers: let them finish (``wait``), or terminate them (a cancelled run,
+        or a worker stuck in an abandoned call).
 
         Worker processes must not outlive the run: they hold the parent's stdout and stderr.
         """
@@ -218,7 +226,7 @@ class ProcessExecutor:
             pool, self._pool = self._pool, None
         if pool is None:
             return
-        if not wait:
+        if not wait or self._stuck:
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -58,6 +58,10 @@ class ErrorInfo:
                 message = f"{message}. Did you mean: {close[0]!r}?"
         return cls(type(exc).__name__, message, "".join(tbe.format()))
 
+    @classmethod
+    def timed_out(cls, uuid: str, seconds: float) -> ErrorInfo:
+        return cls("TimeoutError", f"instance {uuid!r} ran longer than --timeout {seconds:g}s")
+
     def line(self) -> str:
         message = self.message.strip().splitlines()[0] if self.message.strip() else ""
         return f"{self.type}: {message}" if message else self.type

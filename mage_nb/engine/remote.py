@@ -13,8 +13,10 @@ returns plain data, in batch order.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import reprlib
+import signal
 import sys
 import threading
 import time
@@ -111,21 +113,25 @@ class _Worker:
         spec = block.spec
         filename = f"<block {name}>"
         results: list[tuple[Any, ...]] = []
+        timeout = spec.timeout if spec.timeout and _Alarm.usable() else None
         for task in tasks:
             context = RemoteContext(task, name, self.program.params)
             token = self.capture.begin(None) if self.capture is not None else None
             started = time.time()
             try:
-                value = body.run(
-                    context,
-                    task.inputs,
-                    lambda t=task, c=context: _keywords(t, c, self.program.params),
-                )
+                with _Alarm(timeout) if timeout else _NO_ALARM:
+                    value = body.run(
+                        context,
+                        task.inputs,
+                        lambda t=task, c=context: _keywords(t, c, self.program.params),
+                    )
                 if fans_out:
                     value = normalise(
                         value, name, max_children=spec.max_children, on_overflow=spec.on_overflow
                     )
                 outcome: tuple[Any, ...] = (True, value)
+            except _TimedOut:
+                outcome = (False, ErrorInfo.timed_out(task.uuid, timeout or 0))
             except FanoutError as exc:
                 outcome = (False, ErrorInfo(type(exc).__name__, str(exc)))
             except BaseException as exc:
@@ -135,6 +141,54 @@ class _Worker:
                 outcome = (True, _keep_if_large(outcome[1], keep_bytes))
             results.append((*outcome, started, time.time(), captured))
         return results
+
+
+class _TimedOut(BaseException):
+    """Raised into a body by ``_Alarm`` (a BaseException, so ``except Exception`` in the
+    block's own code does not swallow it)."""
+
+
+class _Alarm:
+    """``--timeout`` enforced where the instance runs: in a process worker's main thread a
+    timer signal interrupts the body (even in ``time.sleep`` or a socket read), so a
+    timed-out instance frees its worker at once instead of running on, abandoned, while
+    later instances queue behind it. A Dask worker runs tasks in threads, where signals
+    cannot reach: there the scheduler's deadline alone applies.
+
+    The handler stays installed (a worker process has no other use for SIGALRM) and raises
+    only while armed, so a signal arriving just as a body returns is harmless.
+    """
+
+    armed = False
+    installed = False
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    @staticmethod
+    def usable() -> bool:
+        main = threading.current_thread() is threading.main_thread()
+        return main and hasattr(signal, "setitimer")
+
+    @staticmethod
+    def _ring(signum: int, frame: Any) -> None:
+        if _Alarm.armed:
+            _Alarm.armed = False
+            raise _TimedOut
+
+    def __enter__(self) -> None:
+        if not _Alarm.installed:
+            signal.signal(signal.SIGALRM, self._ring)
+            _Alarm.installed = True
+        _Alarm.armed = True
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        _Alarm.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+_NO_ALARM = contextlib.nullcontext()
 
 
 #: Large outputs this process keeps until the run's scheduler claims them (``take``).

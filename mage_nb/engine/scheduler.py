@@ -90,6 +90,7 @@ from .streams import _PULLED, StreamMixin, _Stream, _StreamStart
 _DONE, _STARTED, _WAKE, _REMOTE = 0, 1, 2, 4  # 3 is streams._PULLED
 # Timer kinds.
 _RETRY, _DEADLINE = 0, 1
+_BACKSTOP_SECONDS = 1.0
 _TARGET_BATCH_SECONDS = 0.004
 _MAX_BATCH = 512
 _GC_YOUNG_THRESHOLD = 10_000
@@ -421,7 +422,11 @@ class Run(StreamMixin):
             remote_executor = getattr(executor, "remote", False)
             if state.timeout and remote_executor:
                 # A worker process cannot say when it starts: the deadline counts from now.
+                # Where the worker enforces the timeout itself (an alarm in a process worker)
+                # this is only a backstop, for a body stuck in C code that signals can't stop.
                 deadline = time.monotonic() + state.timeout
+                if getattr(executor, "enforces_timeouts", False):
+                    deadline += state.timeout + _BACKSTOP_SECONDS
                 for inst in batch:
                     heapq.heappush(
                         self._timers, (deadline, next(self._seq), _DEADLINE, inst, inst.attempts)
@@ -580,8 +585,7 @@ class Run(StreamMixin):
                 inst.ended = time.time()
                 if inst.started is None:
                     inst.started = inst.ended - (state.timeout or 0)
-                message = f"instance {inst.uuid!r} ran longer than --timeout {state.timeout:g}s"
-                self._fail(inst, ErrorInfo("TimeoutError", message))
+                self._fail(inst, ErrorInfo.timed_out(inst.uuid, state.timeout or 0))
 
     # -- instances ---------------------------------------------------------------------------
     def _create(

@@ -8,6 +8,7 @@ file (``note``), not in this process's memory.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from helpers import (
 )
 
 from mage_nb import RunListener
-from mage_nb.engine import BlockRun, PipelineRun
+from mage_nb.engine import BlockRun, PipelineRun, ProcessExecutor
 
 
 @pytest.fixture
@@ -411,12 +412,17 @@ def _stuck(executor: Any, tmp_path: Path) -> tuple[dict[str, Any], Path]:
     """Names for a body that gets stuck: ``wait_for(RELEASE, STUCK)``, and the file that frees it.
 
     On threads a stuck body waits (up to 5 s) for the test to free it once the run is over, so
-    the run's duration shows it was abandoned. A worker process or a Dask worker cannot give
-    up a call the same way, so there the body returns by itself after 0.6 s (3-4 × --timeout).
+    the run's duration shows it was abandoned; in a worker process the timeout's alarm
+    interrupts it, so the duration shows that too. A Dask worker cannot give up a call, so
+    there the body returns by itself after 0.6 s (3-4 × --timeout).
     """
     release = tmp_path / "release"
-    seconds = 5.0 if executor == "threads" else 0.6
+    seconds = 5.0 if _gives_up_calls(executor) else 0.6
     return {**WAIT_FOR, "RELEASE": str(release), "STUCK": seconds}, release
+
+
+def _gives_up_calls(executor: Any) -> bool:
+    return executor in ("threads", "processes")
 
 
 @TIMEOUT_EXECUTORS
@@ -440,8 +446,8 @@ def test_timeout_fails_a_slow_instance_while_its_siblings_complete(
         elapsed = time.monotonic() - start
     finally:
         release.touch()  # free the abandoned worker
-    if executor == "threads":
-        assert elapsed < 2.5  # the stuck thread was abandoned, not waited for
+    if _gives_up_calls(executor):
+        assert elapsed < 2.5  # the stuck call was abandoned or interrupted, not waited for
     assert statuses(run, "slow") == {
         "slow:0": "completed",
         "slow:1": "failed",
@@ -472,7 +478,7 @@ def test_timed_out_instance_is_retried(executor: Any, tmp_path: Path) -> None:
         elapsed = time.monotonic() - start
     finally:
         release.touch()
-    if executor == "threads":
+    if _gives_up_calls(executor):
         assert elapsed < 2.5
     assert outputs(run, "slow") == {"slow:0": (1, 1), "slow:1": (2, 2)}
     assert run.block_runs["slow:1"].attempts == 2
@@ -524,6 +530,52 @@ def test_timed_out_instance_counts_as_failed_in_a_reduce(
     else:
         assert consumer.status == "completed"
         assert consumer.output == ([1, 3], ["collect:1"])
+
+
+def test_a_body_stuck_where_no_signal_reaches_is_abandoned_at_the_backstop(
+    tmp_path: Path,
+) -> None:
+    """On processes the worker's alarm cannot interrupt a long C call (``sum(range(...))``):
+    the scheduler's backstop deadline (2 × --timeout + 1 s) fails the instance, its siblings
+    complete on the other worker, and the run does not wait for the stuck process at the
+    end: that process is terminated."""
+    pid_file = tmp_path / "stuck.pid"
+    start = time.monotonic()
+    run = run_cells(
+        "%%block loader items --dynamic\n[0, 1, 2, 3]",
+        "%%transformer slow --timeout 0.5\n"
+        "import os\n"
+        "if items == 0:\n"
+        "    open(PID_FILE, 'w').write(str(os.getpid()))\n"
+        "    sum(range(10**12))\n"
+        "items",
+        namespace={"PID_FILE": str(pid_file)},
+        executor=ProcessExecutor(2),
+    )
+    elapsed = time.monotonic() - start
+    assert statuses(run, "slow") == {
+        "slow:0": "failed",
+        "slow:1": "completed",
+        "slow:2": "completed",
+        "slow:3": "completed",
+    }
+    assert _error_line(run, "slow:0") == (
+        "TimeoutError: instance 'slow:0' ran longer than --timeout 0.5s"
+    )
+    assert elapsed < 30  # the sum would take hours: the run did not wait for it
+    stuck = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(stuck):
+        assert time.monotonic() < deadline, f"worker process {stuck} outlived the run"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 QUEUEING_IS_TIMED = pytest.mark.xfail(
