@@ -24,6 +24,7 @@ from .engine.events import RunListener
 from .engine.instance import COMPLETED
 from .engine.record import PipelineRun
 from .runner import run_notebook
+from .store import RunStoreError
 from .summary import format_summary, format_tree
 
 
@@ -387,6 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"mage-nb: error: {exc}", file=sys.stderr)
         return 2
+    except RunStoreError as exc:  # blocks ran, but the record could not be kept
+        print(f"mage-nb: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # while the prelude ran: no instance had started
         print("mage-nb: interrupted before any block ran", file=sys.stderr)
         return 1

@@ -164,6 +164,10 @@ def _exact_in_parquet(frame: Any) -> bool:
     return True
 
 
+class RunStoreError(OSError):
+    """The run store could not be written (a full disk, a folder that vanished)."""
+
+
 class RunStoreWriter(RunListener):
     """Records a run as it goes (a listener: it only sees events)."""
 
@@ -185,6 +189,7 @@ class RunStoreWriter(RunListener):
         self._params = json.dumps(jsonable(dict(params)))
         self._versions = json.dumps(dict(versions))
         self._resumed = resumed
+        self._broken = False
 
     # -- events ------------------------------------------------------------------------------
     def run_started(self, *, run: PipelineRun) -> None:
@@ -213,18 +218,37 @@ class RunStoreWriter(RunListener):
 
     def checkpoint(self, *, run: PipelineRun) -> None:
         if self._pending:
-            self.flush()
+            self._record()
 
     def run_finished(self, *, run: PipelineRun) -> None:
         try:
-            self.flush()
+            self._record()
         finally:
             counts = {k: v for k, v in run.counts().items() if v}
-            self.db.execute(
-                "UPDATE run SET status=?, ended=?, counts=? WHERE run_id=?",
-                (run.status, run.ended or time.time(), json.dumps(counts), run.run_id),
-            )
-            self.db.close()
+            try:
+                self.db.execute(
+                    "UPDATE run SET status=?, ended=?, counts=? WHERE run_id=?",
+                    (run.status, run.ended or time.time(), json.dumps(counts), run.run_id),
+                )
+            except sqlite3.Error:
+                if not self._broken:  # (a store that failed already said so)
+                    raise
+            finally:
+                self.db.close()
+
+    def _record(self) -> None:
+        """Write what finished (``flush``). A store that cannot be written stops the run:
+        going on would compute results that a resume could not trust or find."""
+        if self._broken:
+            self._pending.clear()
+            return
+        try:
+            self.flush()
+        except (OSError, sqlite3.Error) as exc:
+            self._broken = True
+            raise RunStoreError(
+                f"could not record the run in {self.directory}: {exc}; the run was stopped"
+            ) from exc
 
     # -- writing -----------------------------------------------------------------------------
     def flush(self) -> None:
