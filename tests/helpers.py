@@ -161,23 +161,6 @@ def wait_for(path: Path, seconds: float) -> bool:
     return bool(wait(str(path), seconds))
 
 
-#: Known limit: on Dask the --timeout deadline of an instance counts from when the scheduler
-#: sends it, not from when it starts running (a Dask worker runs tasks in threads, which no
-#: alarm can interrupt), so time queued behind another call counts too. The run sends no
-#: more timed instances than there are workers, but on the shared test cluster an abandoned
-#: call of an earlier test can hold a worker, hence not strict. (A process worker enforces
-#: the timeout itself; ``test_time_spent_waiting_for_a_worker_does_not_count_towards_the_
-#: timeout`` pins both down.)
-REMOTE_TIMEOUT_COUNTS_QUEUEING = pytest.mark.xfail(
-    strict=False,
-    reason="known limit: on Dask the --timeout deadline counts from sending; a worker of the "
-    "shared test cluster may still be busy with an abandoned call from an earlier test",
-)
-
 #: Where a timed-out instance can be abandoned: not the sync executor, which runs a body
 #: inline and cannot give up on it.
-TIMEOUT_EXECUTORS = on_executors(
-    "threads",
-    "processes",
-    pytest.param("dask", marks=REMOTE_TIMEOUT_COUNTS_QUEUEING),
-)
+TIMEOUT_EXECUTORS = on_executors("threads", "processes", "dask")

@@ -263,6 +263,7 @@ class DaskExecutor:
         self._client: Any = None
         self._cluster: Any = None
         self._program: bytes | None = None
+        self._started_topic: str | None = None
 
     def connect(self) -> None:
         """Reach the scheduler (or start a local cluster); errors here mean nothing ran."""
@@ -293,7 +294,13 @@ class DaskExecutor:
         """``batch`` is (payload, futures): the futures are inputs Dask fetches for the task."""
         payload, futures = batch
         future = self._client.submit(
-            fn, payload, self._program, self.keep_on_workers, *futures, pure=False
+            fn,
+            payload,
+            self._program,
+            self.keep_on_workers,
+            self._started_topic,
+            *futures,
+            pure=False,
         )
 
         def finished(f: Any) -> None:
@@ -314,6 +321,15 @@ class DaskExecutor:
                 done(exc)
 
         future.add_done_callback(finished)
+
+    def report_starts(self, started: Callable[[str, int], None]) -> None:
+        """Call ``started(uuid, attempt)`` when a timed instance starts on a worker (a Dask
+        event on a topic of this run's own), so that its --timeout counts from then: time
+        queued behind other work on a shared cluster does not count."""
+        import uuid
+
+        self._started_topic = f"mage_nb-started-{uuid.uuid4().hex}"
+        self._client.subscribe_topic(self._started_topic, lambda event: started(*event[1]))
 
     def adopt(self, kept: Any) -> Any:
         """A worker kept an output: claim it as a Dask key (``RemoteOutput``) on that worker."""

@@ -103,7 +103,11 @@ class _Worker:
         return body
 
     def run(
-        self, name: str, tasks: list[Task], keep_bytes: int | None = None
+        self,
+        name: str,
+        tasks: list[Task],
+        keep_bytes: int | None = None,
+        started_topic: str | None = None,
     ) -> list[tuple[Any, ...]]:
         """Each task's (ok, value or error, started, ended, captured); a non-dynamic output
         of ``keep_bytes`` or more stays in this process (see ``handles``)."""
@@ -114,7 +118,10 @@ class _Worker:
         filename = f"<block {name}>"
         results: list[tuple[Any, ...]] = []
         timeout = spec.timeout if spec.timeout and _Alarm.usable() else None
+        announce = started_topic if spec.timeout else None
         for task in tasks:
+            if announce is not None:  # the run's --timeout clock starts now, not at sending
+                _announce_start(announce, task)
             context = RemoteContext(task, name, self.program.params)
             token = self.capture.begin(None) if self.capture is not None else None
             started = time.time()
@@ -249,15 +256,27 @@ def start_worker(program: bytes) -> None:
         _workers[key] = _Worker(cloudpickle.loads(program))
 
 
+def _announce_start(topic: str, task: Task) -> None:
+    """Tell the run (a Dask event its client subscribed to) that this attempt starts."""
+    from distributed import get_worker
+
+    get_worker().log_event(topic, (task.uuid, task.attempt))
+
+
 def run_tasks(
-    payload: bytes, program: bytes | None = None, keep_bytes: int | None = None, *values: Any
+    payload: bytes,
+    program: bytes | None = None,
+    keep_bytes: int | None = None,
+    started_topic: str | None = None,
+    *values: Any,
 ) -> bytes:
     """Run one batch here; the answer is cloudpickled (outputs may be notebook types).
 
     ``program`` is sent along where a worker may not have been started with it (a Dask
     worker that joined or was restarted mid-run); it is then started on first use.
     ``values`` are inputs Dask fetched for the tasks' ``handles.Ref`` placeholders;
-    ``keep_bytes`` makes large outputs stay here (Dask workers only).
+    ``keep_bytes`` makes large outputs stay here, and timed instances are announced on
+    ``started_topic`` as they start (Dask workers only).
     """
     key, name, tasks = cloudpickle.loads(payload)
     if key not in _workers:
@@ -270,7 +289,7 @@ def run_tasks(
         ]
     try:
         with _long_gil_turns:
-            results = _workers[key].run(name, tasks, keep_bytes)
+            results = _workers[key].run(name, tasks, keep_bytes, started_topic)
         return bytes(cloudpickle.dumps(results))
     except Exception as exc:  # an output that cannot be pickled fails the batch, clearly
         error = ErrorInfo(

@@ -87,7 +87,7 @@ from .sql import SqlBody, SqlResources
 from .streams import _PULLED, StreamMixin, _Stream, _StreamStart
 
 # Queue messages.
-_DONE, _STARTED, _WAKE, _REMOTE = 0, 1, 2, 4  # 3 is streams._PULLED
+_DONE, _STARTED, _WAKE, _REMOTE, _REMOTE_STARTED = 0, 1, 2, 4, 5  # 3 is streams._PULLED
 # Timer kinds.
 _RETRY, _DEADLINE = 0, 1
 _BACKSTOP_SECONDS = 1.0
@@ -217,6 +217,11 @@ class Run(StreamMixin):
         self.record = PipelineRun(run_id or _uuid.uuid4().hex[:12], self.states, self.params)
         self._completions: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._timers: list[tuple[float, int, int, BlockRun, int]] = []
+        # Timed instances on executors that report when they start: (uuid, attempt) -> the
+        # instance, and the deadline now in force (a restarted attempt gets a later one).
+        self._reporting: set[int] = set()
+        self._awaiting_start: dict[tuple[str, int], BlockRun] = {}
+        self._deadline_of: dict[tuple[str, int], float] = {}
         self._seq = itertools.count()
         self._outstanding = 0
         self._capacity = max(2, 2 * self.executor.workers)
@@ -250,6 +255,9 @@ class Run(StreamMixin):
             self._program_key = remote.program_key(shipped)
             for chosen in remotes:
                 chosen.start(shipped)  # type: ignore[attr-defined]
+                if any(s.timeout for s in self.states) and hasattr(chosen, "report_starts"):
+                    chosen.report_starts(self._remote_started)
+                    self._reporting.add(id(chosen))
 
     def _assign_executors(self, factory: Callable[[str], Executor] | None) -> None:
         """Each block runs on the run's executor, or the one its ``--executor`` names. When
@@ -279,8 +287,9 @@ class Run(StreamMixin):
             )
             state.max_batch = getattr(state.executor, "max_batch", _MAX_BATCH)
             if state.timeout and getattr(state.executor, "remote", False):
-                # The deadline counts from sending (a worker process cannot say when it
-                # starts): send no more timed instances than there are workers to start them.
+                # A process pool's backstop deadline counts from sending, and on Dask a
+                # queued instance holds a deadline-less slot: send no more timed instances
+                # than there are workers to start them.
                 state.max_concurrency = min(state.max_concurrency, state.executor.workers)
 
     def _prepare(self, block: Block) -> BlockState:
@@ -420,7 +429,10 @@ class Run(StreamMixin):
             self._outstanding += 1
             executor = state.executor
             remote_executor = getattr(executor, "remote", False)
-            if state.timeout and remote_executor:
+            if state.timeout and id(executor) in self._reporting:
+                for inst in batch:  # the deadline is set when the worker says it started
+                    self._awaiting_start[(inst.uuid, inst.attempts)] = inst
+            elif state.timeout and remote_executor:
                 # A worker process cannot say when it starts: the deadline counts from now.
                 # Where the worker enforces the timeout itself (an alarm in a process worker)
                 # this is only a backstop, for a body stuck in C code that signals can't stop.
@@ -537,7 +549,10 @@ class Run(StreamMixin):
             elapsed = results[-1][5] - first[4]
             per = max(elapsed / len(results), 1e-7)
             state.batch_cap = max(1, min(state.max_batch, int(state.target_batch / per)))
+            awaiting = bool(self._awaiting_start)
             for inst, attempt, ok, payload, started, ended, captured in results:
+                if awaiting:
+                    self._forget_start(inst.uuid, attempt)
                 if inst.status != RUNNING or inst.attempts != attempt:
                     continue
                 if captured is not None:
@@ -554,6 +569,15 @@ class Run(StreamMixin):
         elif kind == _PULLED:
             self._outstanding -= 1
             self._take_items(*message[1:])
+        elif kind == _REMOTE_STARTED:
+            _, uuid, attempt, when = message
+            inst = self._awaiting_start.get((uuid, attempt))
+            if inst is None or inst.status != RUNNING or inst.attempts != attempt:
+                self._awaiting_start.pop((uuid, attempt), None)
+                return
+            deadline = time.monotonic() + (inst.state.timeout or 0) - (time.time() - when)
+            self._deadline_of[(uuid, attempt)] = deadline
+            heapq.heappush(self._timers, (deadline, next(self._seq), _DEADLINE, inst, attempt))
         elif kind == _STARTED:
             for inst in message[1]:
                 timeout = inst.state.timeout
@@ -563,10 +587,14 @@ class Run(StreamMixin):
                         self._timers, (deadline, next(self._seq), _DEADLINE, inst, inst.attempts)
                     )
 
+    def _forget_start(self, uuid: str, attempt: int) -> None:
+        self._awaiting_start.pop((uuid, attempt), None)
+        self._deadline_of.pop((uuid, attempt), None)
+
     def _fire_timers(self) -> None:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
-            _, _, kind, inst, attempt = heapq.heappop(self._timers)
+            due, _, kind, inst, attempt = heapq.heappop(self._timers)
             if kind == _RETRY:
                 inst.state.ready.append(inst)
                 self._ready.add(inst.state)
@@ -574,8 +602,11 @@ class Run(StreamMixin):
                 inst.status == RUNNING
                 and inst.attempts == attempt
                 and id(inst) not in self._streams
+                and self._deadline_of.get((inst.uuid, attempt), due) == due
             ):
-                # (a streaming instance's body has returned: its timeout covered that call)
+                # (a streaming instance's body has returned: its timeout covered that call;
+                # an attempt restarted on another worker has a later deadline)
+                self._forget_start(inst.uuid, attempt)
                 state = inst.state
                 state.executor.replace_stuck_worker()
                 self._outstanding -= 1
@@ -680,6 +711,10 @@ class Run(StreamMixin):
                 inst.output = None
         if self._stream_children:
             self._release(inst)
+
+    def _remote_started(self, uuid: str, attempt: int) -> None:
+        """A worker started a timed instance (called on the executor's own thread)."""
+        self._completions.put((_REMOTE_STARTED, uuid, attempt, time.time()))
 
     def _remote_reply(self, batch: list[BlockRun]) -> Callable[[Any], None]:
         put = self._completions.put

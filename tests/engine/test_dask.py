@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conformance import CONFORMANCE, comparable
 from dask_cluster import Cluster, _free_port, _wait_for_workers
-from helpers import write_notebook
+from helpers import statuses, write_notebook
 
 import mage_nb
 
@@ -79,6 +79,35 @@ def test_a_batch_keeps_the_gil_in_long_turns_and_gives_the_worker_its_own_back(
             time.sleep(0.2)
 
 
+def test_time_queued_behind_other_work_on_a_shared_cluster_does_not_count_towards_the_timeout(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Another client keeps both workers busy for 2.5 s: the run's timed instances wait that
+    long before they start, then run 0.1 s each within their --timeout of 1 s. The clock
+    starts when a worker says it started the instance (a Dask event), not at sending."""
+    from distributed import Client
+
+    nb = write_notebook(
+        tmp_path / "queued.ipynb",
+        [
+            "import time",
+            "%%loader items --dynamic\nlist(range(4))",
+            "%%transformer steady --timeout 1\ntime.sleep(0.1)\nitems",
+            "%%transformer stuck --timeout 1\nif items == 3:\n    time.sleep(3)\nitems",
+        ],
+    )
+    with Client(cluster.address, set_as_default=False) as other:
+        busy = [other.submit(time.sleep, 2.5, pure=False) for _ in range(2)]
+        time.sleep(0.3)  # both workers have started theirs
+        run = mage_nb.run_notebook(nb, executor="dask", address=cluster.address)
+        other.gather(busy)
+    assert statuses(run, "steady") == {f"steady:{i}": "completed" for i in range(4)}
+    # ...and a deadline still fails an instance that really runs too long
+    assert statuses(run, "stuck")["stuck:3"] == "failed"
+    assert run.block_runs["stuck:3"].error.type == "TimeoutError"
+    assert [statuses(run, "stuck")[f"stuck:{i}"] for i in range(3)] == ["completed"] * 3
+
+
 def test_long_gil_turns_are_restored_only_when_the_last_batch_leaves() -> None:
     """A worker with several threads runs overlapping batches: the first one out must not
     restore the short turn while another is still running."""
@@ -117,6 +146,36 @@ def test_a_worker_killed_mid_run_loses_no_instance(cluster: Cluster, tmp_path: P
     assert run.status == "completed", [(r.uuid, r.error) for r in run.instances() if r.error]
     assert run.block_runs["total"].output == sum(i * 2 for i in range(12))
     assert all(r.attempts == 1 for r in run.instances("work"))
+    cluster.workers.append(cluster.add_worker())  # keep two workers for the tests after
+    _wait_for_workers(cluster.address, 2)
+
+
+def test_an_attempt_restarted_after_its_worker_died_gets_a_new_deadline(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """``timed:1`` runs 1 s, then kills its worker; Dask runs it again on the other worker,
+    where it takes 0.9 s. That ends ~2 s after the first start, past the first deadline
+    (1.5 s) but well within the restarted attempt's own --timeout."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    nb = write_notebook(
+        tmp_path / "restart.ipynb",
+        [
+            f"import os, signal, time\nfrom pathlib import Path\nMARKS = Path({str(marks)!r})",
+            "%%loader items --dynamic\nlist(range(4))",
+            "%%transformer timed --timeout 1.5\n"
+            "if items == 1 and not (MARKS / 'killed').exists():\n"
+            "    time.sleep(1.0)\n"
+            "    (MARKS / 'killed').write_text(str(os.getpid()))\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "time.sleep(0.9 if items == 1 else 0.05)\n"
+            "items",
+        ],
+    )
+    run = mage_nb.run_notebook(nb, executor="dask", address=cluster.address)
+    assert (marks / "killed").exists()
+    assert statuses(run, "timed") == {f"timed:{i}": "completed" for i in range(4)}
+    assert run.block_runs["timed:1"].attempts == 1  # Dask's rerun, not a retry of ours
     cluster.workers.append(cluster.add_worker())  # keep two workers for the tests after
     _wait_for_workers(cluster.address, 2)
 

@@ -578,20 +578,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-QUEUEING_IS_TIMED = pytest.mark.xfail(
-    strict=False,
-    reason="known limit: on Dask the --timeout deadline counts from sending; the run sends "
-    "no more timed instances than there are workers, but on the shared test cluster a worker "
-    "may still be busy with an abandoned call from an earlier test",
-)
-
-
 # Not on the sync executor: it runs one instance at a time, inline.
-@on_executors(
-    "threads",
-    "processes",
-    pytest.param("dask", marks=QUEUEING_IS_TIMED),
-)
+@on_executors("threads", "processes", "dask")
 def test_time_spent_waiting_for_a_worker_does_not_count_towards_the_timeout(
     executor: Any,
 ) -> None:
