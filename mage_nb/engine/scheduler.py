@@ -433,9 +433,9 @@ class Run(StreamMixin):
                 for inst in batch:  # the deadline is set when the worker says it started
                     self._awaiting_start[(inst.uuid, inst.attempts)] = inst
             elif state.timeout and remote_executor:
-                # A worker process cannot say when it starts: the deadline counts from now.
-                # Where the worker enforces the timeout itself (an alarm in a process worker)
-                # this is only a backstop, for a body stuck in C code that signals can't stop.
+                # The executor cannot say when the instance starts: the deadline counts from
+                # now. Where the worker enforces the timeout itself (an alarm in a process
+                # worker) this is only a backstop, for a body stuck where signals can't reach.
                 deadline = time.monotonic() + state.timeout
                 if getattr(executor, "enforces_timeouts", False):
                     deadline += state.timeout + _BACKSTOP_SECONDS
