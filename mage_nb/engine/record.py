@@ -34,7 +34,8 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return [jsonable(v) for v in value]
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
+        # pandas' missing datetime (NaT) is a datetime too: the one unequal to itself
+        return value.isoformat() if value == value else None
     module = type(value).__module__.split(".")[0]
     if module == "numpy":
         if hasattr(value, "item") and getattr(value, "shape", None) == ():

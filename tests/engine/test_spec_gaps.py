@@ -214,13 +214,6 @@ def test_concat_reduces_polars_dataframes_in_instance_order(executor: str) -> No
     assert record["part:0"]["output"] == [{"x": 1}, {"x": 10}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SPEC §8 says the record turns NaN into null and datetimes into ISO strings "
-    "(pandas' missing datetime is neither); the code writes pandas.NaT as the string 'NaT' "
-    "(jsonable() matches it as a datetime before its own NaTType -> None branch), while "
-    "numpy's NaT and polars' null datetimes become null",
-)
 def test_record_writes_a_missing_pandas_datetime_as_null() -> None:
     """SPEC §3.3: "`output` is JSON: ... DataFrames and Arrow tables as lists of row objects";
     §8: "NaN becomes `null`, datetimes ISO strings". A missing datetime (`pd.NaT`, in a
