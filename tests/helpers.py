@@ -5,6 +5,9 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
+import os
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -164,3 +167,25 @@ def wait_for(path: Path, seconds: float) -> bool:
 #: Where a timed-out instance can be abandoned: not the sync executor, which runs a body
 #: inline and cannot give up on it.
 TIMEOUT_EXECUTORS = on_executors("threads", "processes", "dask")
+
+
+#: The environment of a ``mage-nb`` subprocess: output as UTF-8 whatever the locale.
+CLI_ENV = {**os.environ, "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
+
+
+def run_cli(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m mage_nb`` with the test's own interpreter, output as UTF-8 text."""
+    return subprocess.run(
+        [sys.executable, "-m", "mage_nb", *map(str, args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        env=CLI_ENV,
+        check=False,
+    )
+
+
+def touch(path: Path) -> str:
+    """Python source that creates ``path`` (a side effect a test can look for)."""
+    return f"__import__('pathlib').Path({str(path)!r}).write_text('ran')"

@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import write_notebook
+from helpers import run_cli, touch, write_notebook
 
 from mage_nb import run_notebook
 from mage_nb.engine.errors import HeaderError, PipelineError, PreludeError
 from mage_nb.notebook import load_notebook
-
-
-def run_cli(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``python -m mage_nb`` with the test's own interpreter, output as UTF-8 text."""
-    env = {**os.environ, "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run(
-        [sys.executable, "-m", "mage_nb", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
-
-
-def touch(path: Path) -> str:
-    """Python source that creates ``path`` (a side effect a test can look for)."""
-    return f"__import__('pathlib').Path({str(path)!r}).write_text('ran')"
-
 
 # -- the prelude ---------------------------------------------------------------------------------
 

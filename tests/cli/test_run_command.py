@@ -6,7 +6,6 @@ import collections
 import datetime as dt
 import itertools
 import json
-import os
 import re
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import write_notebook
+from helpers import CLI_ENV, run_cli, touch, write_notebook
 
 import mage_nb
 from mage_nb import PipelineRun, run_notebook
@@ -35,25 +34,6 @@ BLOCK_RUN_FIELDS = {
     "started_at",
     "ended_at",
 }
-ENV = {**os.environ, "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
-
-
-def run_cli(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``python -m mage_nb`` with the test's own interpreter, output as UTF-8 text."""
-    return subprocess.run(
-        [sys.executable, "-m", "mage_nb", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-        env=ENV,
-        check=False,
-    )
-
-
-def touch(path: Path) -> str:
-    """Python source that creates ``path`` (a side effect a test can look for)."""
-    return f"__import__('pathlib').Path({str(path)!r}).write_text('ran')"
 
 
 def strict_json(path: Path) -> dict[str, Any]:
@@ -102,7 +82,7 @@ def example_by_script() -> subprocess.CompletedProcess[str]:
         text=True,
         encoding="utf-8",
         timeout=60,
-        env=ENV,
+        env=CLI_ENV,
         check=False,
     )
 
@@ -271,7 +251,7 @@ def invalid_runs(
             stderr=subprocess.PIPE,
             text=True,
             encoding="utf-8",
-            env=ENV,
+            env=CLI_ENV,
         )
         started[case] = (marker, record_path, args, proc)
     results = {}
@@ -558,7 +538,7 @@ def test_ctrl_c_cancels_the_run_writes_the_record_and_exits_1_promptly(tmp_path:
             [*command, "--json", str(record_path)],
             stdout=out,
             stderr=err,
-            env=ENV,
+            env=CLI_ENV,
         )
         try:
             deadline = time.monotonic() + 30

@@ -6,32 +6,10 @@ Real subprocesses (``python -m mage_nb``) on real notebooks, as tests/cli/test_r
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from helpers import write_notebook
-
-ENV = {**os.environ, "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
-
-
-def run_cli(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mage_nb", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-        env=ENV,
-        check=False,
-    )
-
-
-def touch(path: Path) -> str:
-    """Python source that creates ``path`` (a side effect a test can look for)."""
-    return f"__import__('pathlib').Path({str(path)!r}).write_text('ran')"
+from helpers import run_cli, touch, write_notebook
 
 
 def by_uuid(path: Path) -> dict[str, dict[str, Any]]:

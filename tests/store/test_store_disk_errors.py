@@ -12,13 +12,9 @@ from store_support import notebook, only_run, run_row
 import mage_nb
 
 
-@pytest.mark.parametrize("executor", ["sync", "threads"])
-def test_a_chunk_that_cannot_be_written_fails_the_run_with_the_disk_error(
-    tmp_path: Path, executor: str
-) -> None:
+def _vanishing_store_notebook(tmp_path: Path, runs: Path) -> Path:
     """A block takes the store's outputs folder away mid-run, as a vanished disk would."""
-    runs = tmp_path / "runs"
-    nb = notebook(
+    return notebook(
         tmp_path / "vanishing.ipynb",
         f"import glob, os\nRUNS = {str(runs)!r}",
         "%%loader items --dynamic\nlist(range(6))",
@@ -30,6 +26,14 @@ def test_a_chunk_that_cannot_be_written_fails_the_run_with_the_disk_error(
         "items",
         "%%transformer after\nwork",
     )
+
+
+@pytest.mark.parametrize("executor", ["sync", "threads"])
+def test_a_chunk_that_cannot_be_written_fails_the_run_with_the_disk_error(
+    tmp_path: Path, executor: str
+) -> None:
+    runs = tmp_path / "runs"
+    nb = _vanishing_store_notebook(tmp_path, runs)
     with pytest.raises(OSError, match="outputs"):
         mage_nb.run_notebook(nb, store=runs, executor=executor)
     row = run_row(only_run(runs))
@@ -39,17 +43,7 @@ def test_a_chunk_that_cannot_be_written_fails_the_run_with_the_disk_error(
 
 def test_the_cli_says_the_store_failed_and_exits_1_without_a_traceback(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    nb = notebook(
-        tmp_path / "vanishing.ipynb",
-        f"import glob, os\nRUNS = {str(runs)!r}",
-        "%%loader items --dynamic\nlist(range(6))",
-        "%%transformer work\n"
-        "if items == 2:\n"
-        "    [outputs] = glob.glob(RUNS + '/*/outputs')\n"
-        "    os.rename(outputs, outputs + '-gone')\n"
-        "    open(outputs, 'w').close()\n"
-        "items",
-    )
+    nb = _vanishing_store_notebook(tmp_path, runs)
     done = mage_nb_cli("run", nb, "--store", runs, "--no-progress")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
