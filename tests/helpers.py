@@ -173,7 +173,12 @@ TIMEOUT_EXECUTORS = on_executors("threads", "processes", "dask")
 CLI_ENV = {**os.environ, "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
 
 
-def run_cli(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: object,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     """``python -m mage_nb`` with the test's own interpreter, output as UTF-8 text."""
     return subprocess.run(
         [sys.executable, "-m", "mage_nb", *map(str, args)],
@@ -181,7 +186,8 @@ def run_cli(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[s
         text=True,
         encoding="utf-8",
         timeout=timeout,
-        env=CLI_ENV,
+        env=CLI_ENV if env is None else {**CLI_ENV, **env},
+        cwd=cwd,
         check=False,
     )
 

@@ -9,11 +9,10 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from helpers import write_notebook
+from helpers import run_cli, write_notebook
 
 from mage_nb.store import StoredRun
 
@@ -62,16 +61,7 @@ def mage_nb(
 ) -> subprocess.CompletedProcess[str]:
     """``python -m mage_nb ARGS`` with the test's interpreter; bodies note to ``log``, and
     ``gate(...)`` fails unless ``gate`` exists."""
-    return subprocess.run(
-        [sys.executable, "-m", "mage_nb", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-        env=env(log, gate),
-        cwd=cwd,
-        check=False,
-    )
+    return run_cli(*args, timeout=timeout, env=env(log, gate), cwd=cwd)
 
 
 def executions(log: Path) -> list[str]:
